@@ -1,0 +1,5 @@
+"""`python -m fer` runs the CLI."""
+
+from fer.cli import main
+
+main()

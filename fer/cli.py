@@ -1,0 +1,226 @@
+"""The `fer` command line: thin commands over the package's modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fer.config import ConfigError, get_settings, setup_logging
+
+log = logging.getLogger("fer")
+
+app = typer.Typer(help="Facial emotion recognition: train, evaluate, register and serve models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+registry_app = typer.Typer(help="The model registry: list, register, promote, rollback, show.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+DataOpt = Annotated[str | None, typer.Option("--data", help="FER-2013 CSV(.gz) or image folder [env FER_DATA]")]
+RegistryOpt = Annotated[str | None, typer.Option("--registry", help="registry directory [env FER_REGISTRY_DIR]")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", err=True, fg="red")
+    raise typer.Exit(code)
+
+
+def _registry(path: str | None):
+    from fer.registry import open_registry
+
+    return open_registry(path or get_settings().registry_dir)
+
+
+@app.callback()
+def _main(log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO") -> None:
+    setup_logging(log_level)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiments/*.yaml")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set epochs=5")] = None,
+    data: DataOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(help="output folder (default runs/<name>-<time>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="run folder or last.pt to continue")] = None,
+    register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Train a model; writes a run folder with checkpoints and the model artifact."""
+    from fer.config import load_train_config
+    from fer.data import DataError
+    from fer.tracking import LocalTracker
+    from fer.train import fit
+
+    try:
+        cfg = load_train_config(config, set_ or [])
+        out = Path(run_dir) if run_dir else None
+        result = fit(cfg, data_path=data, run_dir=out, resume=resume,
+                     tracker=LocalTracker(out) if out else None)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result.metrics, indent=2))
+    typer.echo(f"artifact: {result.artifact_dir}")
+    if register:
+        mv = _registry(registry).register(cfg.name, result.artifact_dir, source_run=str(result.run_dir))
+        typer.echo(f"registered {mv.ref}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="registry reference, e.g. fer-resnet18@production")] = None,
+    artifact: Annotated[Path | None, typer.Option(help="artifact folder instead of a registry reference")] = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="train, val (PublicTest) or test (PrivateTest)")] = "test",
+    tta: Annotated[bool, typer.Option(help="average with the horizontally flipped image")] = False,
+    ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv for FER+ majority-vote accuracy")] = None,
+    out: Annotated[Path | None, typer.Option(help="write metrics.json and plots here")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Evaluate a model on a split: accuracy, macro-F1, per-class, confusion matrix, calibration."""
+    from fer.data import DataError, load_dataset
+    from fer.evaluate import evaluate_split, save_report
+    from fer.inference import Predictor
+    from fer.registry import RegistryError
+
+    try:
+        if artifact is None:
+            mv = _registry(registry).resolve(model or get_settings().model)
+            artifact, name = mv.path, mv.ref
+        else:
+            name = str(artifact)
+        predictor = Predictor(artifact, threads=0)
+        ds = load_dataset(data or get_settings().data)
+        m = evaluate_split(predictor, ds[split], tta_flip=tta, ferplus=ferplus)
+    except (RegistryError, DataError, FileNotFoundError) as e:
+        _fail(str(e))
+    if out:
+        paths = save_report(m, predictor.labels, out, f"{name} on {split}")
+        typer.echo(f"report: {', '.join(str(p) for p in paths.values())}")
+    typer.echo(f"{name} on {split} ({m['n']} images{', flip TTA' if tta else ''}):")
+    typer.echo(f"  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")
+    if "ferplus" in m:
+        typer.echo(f"  FER+ majority accuracy {m['ferplus']['accuracy']:.4f} on {m['ferplus']['n']} images")
+    for lab, pc in m["per_class"].items():
+        typer.echo(f"  {lab:9s} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}"
+                   f"  n={pc['support']}")
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder with weights.pt and meta.json")],
+    out: Annotated[Path, typer.Option(help="output folder for a slim serving artifact")],
+    fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size, fp32 compute)")] = True,
+) -> None:
+    """Re-export an artifact's ONNX model into a slim serving folder (model.onnx + meta.json)."""
+    import shutil
+
+    from fer.model import compact_onnx, export_onnx, load_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta = load_model(artifact)
+    tmp = out / "model.fp32.onnx"
+    export_onnx(model, tmp, meta["input_size"])
+    if fp16:
+        compact_onnx(tmp, out / "model.onnx")
+        tmp.unlink()
+    else:
+        tmp.replace(out / "model.onnx")
+    shutil.copy(artifact / "meta.json", out / "meta.json")
+    typer.echo(f"exported {out / 'model.onnx'}")
+
+
+@registry_app.command("list")
+def registry_list(name: Annotated[str | None, typer.Argument()] = None, registry: RegistryOpt = None) -> None:
+    """List versions with their aliases and validation/test accuracy."""
+    from fer.registry import RegistryError
+
+    try:
+        versions = _registry(registry).list(name)
+    except RegistryError as e:
+        _fail(str(e))
+    if not versions:
+        typer.echo("no models registered")
+    for mv in versions:
+        m = mv.metrics
+        acc = " ".join(f"{k}={m[k]:.4f}" for k in ("val_acc", "test_acc") if k in m)
+        typer.echo(f"{mv.ref:24s} {','.join(mv.aliases) or '-':12s} {acc}  {mv.card.get('created', '')}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str, registry: RegistryOpt = None) -> None:
+    """Show a version's card: `name@production` or `name@3`."""
+    from fer.registry import RegistryError
+
+    try:
+        mv = _registry(registry).resolve(ref)
+    except RegistryError as e:
+        _fail(str(e))
+    typer.echo(json.dumps({"ref": mv.ref, "aliases": mv.aliases, "path": str(mv.path), **mv.card}, indent=2))
+
+
+@registry_app.command("register")
+def registry_register(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder (model.onnx + meta.json)")],
+    name: Annotated[str, typer.Option(help="model name")] = "fer-resnet18",
+    source_run: Annotated[str | None, typer.Option(help="run this artifact came from")] = None,
+    promote: Annotated[bool, typer.Option(help="also promote it to production")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Register an artifact as the next version of a model."""
+    from fer.registry import RegistryError
+
+    try:
+        reg = _registry(registry)
+        mv = reg.register(name, artifact, source_run=source_run)
+        typer.echo(f"registered {mv.ref}")
+        if promote:
+            reg.promote(name, mv.version)
+            typer.echo(f"promoted {mv.ref} to production")
+    except RegistryError as e:
+        _fail(str(e))
+
+
+@registry_app.command("promote")
+def registry_promote(
+    ref: Annotated[str, typer.Argument(help="name@version")],
+    alias: Annotated[str, typer.Option(help="alias to move")] = "production",
+    force: Annotated[bool, typer.Option(help="skip the gate that refuses a worse model")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Point an alias (default production) at a version."""
+    from fer.registry import RegistryError, parse_ref
+
+    try:
+        name, version = parse_ref(ref)
+        if not isinstance(version, int):
+            _fail("promote takes name@VERSION, e.g. fer-resnet18@3")
+        mv = _registry(registry).promote(name, version, alias, force=force)
+    except RegistryError as e:
+        _fail(str(e))
+    typer.echo(f"{mv.ref} is now {alias}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: str, alias: Annotated[str, typer.Option()] = "production", registry: RegistryOpt = None
+) -> None:
+    """Move an alias back to the version it had before its last promotion."""
+    from fer.registry import RegistryError
+
+    try:
+        mv = _registry(registry).rollback(name, alias)
+    except RegistryError as e:
+        _fail(str(e))
+    typer.echo(f"{alias} is back on {mv.ref}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

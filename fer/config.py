@@ -1,0 +1,164 @@
+"""Typed configuration: training runs (`TrainConfig`, from YAML plus overrides) and runtime settings."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The registry shipped with the repository: read-only, holds the production model.
+SHIPPED_REGISTRY = REPO_ROOT / "models" / "registry"
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used, with a message naming the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    path: str | None = None  # CSV(.gz) file or image folder; falls back to --data / FER_DATA
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)  # only for layouts without PublicTest
+    subset: float = Field(1.0, gt=0, le=1.0)  # stratified fraction of Training (tuning budgets)
+    seed: int = 0
+
+
+class AugmentConfig(_Strict):
+    enabled: bool = True
+    rotation: float = Field(15.0, ge=0, le=180)  # degrees, uniform in [-r, r]
+    hflip: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.25, ge=0, le=1)  # additive shift, fraction of full range
+    contrast: float = Field(0.25, ge=0, le=1)  # multiplicative factor in [1-c, 1+c]
+    scale: float = Field(0.1, ge=0, le=0.5)  # zoom factor in [1-s, 1+s]
+    translate: float = Field(0.1, ge=0, le=0.5)  # shift, fraction of the image side
+    erasing: float = Field(0.25, ge=0, le=1)  # probability of one random-erasing box
+
+
+class ModelConfig(_Strict):
+    arch: str = "resnet18"
+    pretrained: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class OptimConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    scheduler: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    warmup_fraction: float = Field(0.15, ge=0, lt=1)  # OneCycle ramp-up share
+
+
+class TrainConfig(_Strict):
+    """Everything a training run needs; saved resolved next to the run's artifact."""
+
+    name: str = "fer-resnet18"
+    seed: int = 42
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping: int = Field(0, ge=0)  # patience in epochs; 0 disables
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True
+    threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = torch default
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in {"auto", "cpu", "cuda", "mps"} and not v.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {v!r}")
+        return v
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML scalar rules give ints, floats, bools and null the way a user expects on a command line.
+    return yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides to a nested dict (unknown keys are caught by validation)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML run config, apply overrides and validate it.
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a key is unknown or invalid.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {problems}") from e
+
+
+def save_config(cfg: BaseModel, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+class Settings(BaseSettings):
+    """Runtime settings from `FER_*` environment variables, read only when asked for."""
+
+    model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore")
+
+    data: str | None = None
+    registry_dir: str = ".fer/registry"  # writable registry; the shipped one is layered beneath
+    model: str = "fer-resnet18@production"
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure root logging; called only by entry points."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )

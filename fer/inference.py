@@ -1,0 +1,90 @@
+"""`Predictor`: an artifact's ONNX model with its own preprocessing; face crops in, probabilities out.
+
+Needs only numpy and onnxruntime (no torch), so the serving image stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class Predictor:
+    """Runs an artifact folder's `model.onnx` with the normalisation recorded in its `meta.json`.
+
+    Args:
+        artifact_dir: folder holding `model.onnx` and `meta.json`.
+        threads: ONNX Runtime intra-op threads (1 suits per-request serving; 0 = all cores).
+        name, version: how the model is reported (defaults from meta).
+    """
+
+    def __init__(self, artifact_dir: Path | str, threads: int = 1, name: str | None = None,
+                 version: str | int | None = None):
+        import onnxruntime as ort
+
+        self.artifact_dir = Path(artifact_dir)
+        self.meta: dict[str, Any] = json.loads((self.artifact_dir / "meta.json").read_text())
+        self.labels: list[str] = list(self.meta["labels"])
+        self.input_size: int = int(self.meta.get("input_size", 48))
+        norm = self.meta["normalize"]
+        self._scale = float(norm.get("scale", 1 / 255)) / float(norm["std"])
+        self._shift = float(norm["mean"]) / float(norm["std"])
+        self.name = name or self.meta.get("name", "model")
+        self.version = str(version if version is not None else self.meta.get("version", "local"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.artifact_dir / "model.onnx"), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def preprocess(self, faces: np.ndarray) -> np.ndarray:
+        """(N, H, W) uint8 grayscale crops at the model's input size -> (N, 1, H, W) float32."""
+        if faces.ndim == 2:
+            faces = faces[None]
+        if faces.shape[1:] != (self.input_size, self.input_size):
+            raise ValueError(f"expected {self.input_size}x{self.input_size} crops, got {faces.shape[1:]}")
+        return (faces.astype(np.float32) * self._scale - self._shift)[:, None]
+
+    def logits(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: self.preprocess(faces)})[0]
+
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
+        """Class probabilities (N, C) for uint8 crops; `tta_flip` averages with the mirrored crop."""
+        out = []
+        for i in range(0, len(faces), batch_size):
+            chunk = faces[i : i + batch_size]
+            p = _softmax(self.logits(chunk))
+            if tta_flip:
+                p = (p + _softmax(self.logits(chunk[:, :, ::-1]))) / 2
+            out.append(p)
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict(self, faces: np.ndarray) -> list[Prediction]:
+        probs = self.predict_proba(faces)
+        return [
+            Prediction(self.labels[int(p.argmax())], float(p.max()),
+                       {lab: float(v) for lab, v in zip(self.labels, p, strict=True)})
+            for p in probs
+        ]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

@@ -1,0 +1,315 @@
+"""The training loop: `train_one_epoch`, `evaluate_epoch` and `fit` (checkpoints, resume, artifact)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fer.augment import BatchAugment
+from fer.config import TrainConfig, save_config
+from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
+from fer.evaluate import classification_metrics
+from fer.model import build_model, clean_state_dict, code_version, save_artifact
+from fer.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+# A callback gets (epoch, metrics) after each epoch and returns True to stop training (pruning).
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
+
+
+class StopTraining(Exception):
+    """Raised by a callback (e.g. an Optuna pruner) to end a run early."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    artifact_dir: Path
+    metrics: dict[str, Any]
+    interrupted: bool = False
+
+
+def select_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast where the hardware runs it natively (AVX-512 bf16 / AMX CPUs, Ampere+ GPUs)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Batcher:
+    """Turns uint8 arrays into normalised float batches on the device, augmenting when asked."""
+
+    def __init__(self, mean: float, std: float, device: torch.device, channels_last: bool,
+                 augment: BatchAugment | None = None):
+        self.mean, self.std, self.device = mean, std, device
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.augment = augment
+
+    def __call__(self, x_u8: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(x_u8).to(self.device, non_blocking=True).unsqueeze(1).float().div_(255)
+        if self.augment is not None:
+            x = self.augment(x)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.fmt)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def train_one_epoch(model, split: Split, batcher: Batcher, optimizer, scheduler, cfg: TrainConfig,
+                    rng: np.random.Generator, bf16: bool, desc: str = "train") -> dict[str, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = num_batches(len(split), cfg.batch_size, drop_last=True)
+    bar = tqdm(iterate_batches(len(split), cfg.batch_size, True, rng, drop_last=True), total=steps,
+               desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    for idx in bar:
+        x = batcher(split.x[idx])
+        y = torch.from_numpy(split.y[idx]).to(batcher.device)
+        with _autocast(batcher.device, bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None and cfg.optim.scheduler == "onecycle":
+            scheduler.step()
+        n = len(idx)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def predict_probs(model, x_u8: np.ndarray, batcher: Batcher, batch_size: int, bf16: bool,
+                  tta_flip: bool = False) -> np.ndarray:
+    """Class probabilities (N, C) as float32, optionally averaged with the mirrored image."""
+    model.eval()
+    out = []
+    for idx in iterate_batches(len(x_u8), batch_size, shuffle=False):
+        x = batcher(x_u8[idx])
+        with _autocast(batcher.device, bf16):
+            p = model(x).float().softmax(1)
+            if tta_flip:
+                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
+        out.append(p.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+
+def evaluate_epoch(model, split: Split, batcher: Batcher, cfg: TrainConfig, bf16: bool,
+                   prefix: str = "val") -> tuple[dict[str, float], list[list[int]]]:
+    probs = predict_probs(model, split.x, batcher, cfg.eval_batch_size, bf16)
+    y = split.y
+    eps = 1e-7
+    loss = float(-np.log(probs[np.arange(len(y)), y] + eps).mean())
+    m = classification_metrics(y, probs, LABELS)
+    return ({f"{prefix}_loss": loss, f"{prefix}_acc": m["accuracy"], f"{prefix}_f1": m["macro_f1"]},
+            m["confusion_matrix"])
+
+
+def _optimizer(model, cfg: TrainConfig):
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=True)
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    o = cfg.optim
+    if o.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, epochs=cfg.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=o.warmup_fraction)
+    if o.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if o.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    if o.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    return None
+
+
+def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> tuple[Dataset, Split, Split]:
+    data = data or load_dataset(data_path or cfg.data.path, cfg.data.val_fraction, cfg.data.seed)
+    train = data["train"]
+    if cfg.data.subset < 1.0:
+        train = train.subset(stratified_indices(train.y, cfg.data.subset, cfg.data.seed))
+    return data, train, data["val"]
+
+
+def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None = None,
+        tracker: Tracker | None = None, callbacks: list[EpochCallback] | None = None,
+        run_dir: Path | None = None, resume: Path | None = None, evaluate_test: bool = True,
+        export_onnx: bool = True) -> FitResult:
+    """Train a model as `cfg` says and write a run directory with the best checkpoint's artifact.
+
+    Args:
+        cfg: validated run config.
+        data: an already loaded dataset (tuning reuses one); otherwise read from `data_path`/config.
+        tracker: receives config, per-epoch metrics, the confusion matrix and the artifact.
+        callbacks: called after each epoch with the metrics; returning True stops the run.
+        run_dir: output folder; default `<cfg.output_dir>/<name>-<timestamp>`.
+        resume: a run folder (or its `last.pt`) to continue from.
+        evaluate_test: report the best checkpoint on the test split (PrivateTest) once at the end.
+        export_onnx: also write the ONNX export into the artifact.
+    """
+    tracker = tracker or NullTracker()
+    ckpt = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt_path = resume / "last.pt" if resume.is_dir() else resume
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        # The schedule (OneCycle's total steps) is fixed at the start: a resumed run keeps its config.
+        cfg = TrainConfig.model_validate(ckpt["config"])
+        run_dir = ckpt_path.parent
+        log.info("resuming %s from epoch %d of %d", run_dir, ckpt["epoch"] + 2, cfg.epochs)
+    data, train, val = _prepare(cfg, data, data_path)
+    gen = seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    bf16 = use_bf16(cfg.precision, device)
+
+    run_dir = Path(run_dir or Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    # Normalisation statistics come from the training images and travel in the artifact's meta.
+    mean = float(train.x.mean() / 255) if ckpt is None else ckpt["mean"]
+    std = float(train.x.std() / 255) if ckpt is None else ckpt["std"]
+    model = build_model(cfg.model.arch, len(LABELS), cfg.model.pretrained, cfg.model.dropout).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps = num_batches(len(train), cfg.batch_size, drop_last=True)
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, steps)
+    history: list[dict[str, float]] = []
+    best_acc, best_epoch, start_epoch = -1.0, -1, 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        history, best_acc, best_epoch = ckpt["history"], ckpt["best_acc"], ckpt["best_epoch"]
+        start_epoch = ckpt["epoch"] + 1
+        rng.bit_generator.state = ckpt["np_rng"]
+        gen.set_state(ckpt["torch_rng"])
+
+    augment = BatchAugment(cfg.augment, gen)
+    train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
+    eval_batcher = Batcher(mean, std, device, cfg.channels_last)
+    tracker.start(project="fer", name=run_dir.name, tags=[cfg.model.arch], config=cfg.model_dump(mode="json"))
+    log.info("training %s on %s (bf16=%s): %d train / %d val images, %d epochs", cfg.model.arch, device, bf16,
+             len(train), len(val), cfg.epochs)
+
+    interrupted, status, t0 = False, "completed", time.time()
+    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs,
+                     dynamic_ncols=True)
+    try:
+        for epoch in epoch_bar:
+            te = time.time()
+            metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            metrics |= train_one_epoch(model, train, train_batcher, optimizer, scheduler, cfg, rng, bf16,
+                                       desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            val_m, cm = evaluate_epoch(model, val, eval_batcher, cfg, bf16)
+            metrics |= val_m | {"epoch_time_s": time.time() - te}
+            if scheduler is not None and cfg.optim.scheduler == "plateau":
+                scheduler.step(metrics["val_acc"])
+            elif scheduler is not None and cfg.optim.scheduler != "onecycle":
+                scheduler.step()
+            history.append(metrics)
+            tracker.log_metrics(metrics, step=epoch + 1)
+            improved = metrics["val_acc"] > best_acc
+            if improved:
+                best_acc, best_epoch = metrics["val_acc"], epoch
+                torch.save(clean_state_dict(model.state_dict()), run_dir / "best.pt")
+                tracker.log_confusion_matrix(cm, list(LABELS), step=epoch + 1)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
+                        "mean": mean, "std": std, "config": cfg.model_dump(mode="json"),
+                        "np_rng": rng.bit_generator.state, "torch_rng": gen.get_state()}, run_dir / "last.pt.tmp")
+            (run_dir / "last.pt.tmp").replace(run_dir / "last.pt")  # atomic: a kill never leaves half a file
+            epoch_bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}",
+                                  best=f"{best_acc:.3f}")
+            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            stop = any(cb(epoch + 1, metrics) for cb in (callbacks or []))
+            if cfg.early_stopping and epoch - best_epoch >= cfg.early_stopping:
+                log.info("early stopping: no val_acc gain for %d epochs", cfg.early_stopping)
+                stop = True
+            if stop:
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C keeps what was learnt: the artifact is built from the best checkpoint so far.
+        interrupted, status = True, "interrupted"
+        log.warning("interrupted: building the artifact from the best checkpoint (epoch %d)", best_epoch + 1)
+    except StopTraining:
+        status = "stopped"
+    finally:
+        epoch_bar.close()
+    if best_epoch < 0:
+        tracker.finish("failed" if not interrupted else "interrupted")
+        raise RuntimeError("training stopped before the first epoch finished: no checkpoint to keep")
+
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
+    final = {k: v for k, v in history[best_epoch].items() if k.startswith("val_")}
+    final |= {"best_epoch": best_epoch + 1, "epochs_run": len(history), "train_time_s": time.time() - t0}
+    if evaluate_test and "test" in data.splits:
+        test_m, _ = evaluate_epoch(model, data["test"], eval_batcher, cfg, bf16, prefix="test")
+        final |= test_m
+    meta = {
+        "name": cfg.name, "arch": cfg.model.arch, "labels": list(LABELS), "input_size": 48, "channels": 1,
+        "normalize": {"mean": mean, "std": std, "scale": 1 / 255},
+        "dropout": cfg.model.dropout, "metrics": final, "history": history, "config": cfg.model_dump(mode="json"),
+        "data": {"source": Path(data.source).name, "layout": data.layout, "sha256": data.checksum,
+                 "train_size": len(train)},
+        "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": str(device), "bf16": bf16, "torch": torch.__version__,
+    }
+    artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
+    tracker.log_artifact(artifact_dir, cfg.name, meta)
+    tracker.finish(status)
+    log.info("best val_acc %.4f at epoch %d; artifact in %s", best_acc, best_epoch + 1, artifact_dir)
+    return FitResult(run_dir, artifact_dir, final, interrupted)
+

@@ -1,0 +1,83 @@
+"""Shared fixtures: small synthetic FER-2013 files, the real data when present, a tiny trained artifact."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FER_DIR = Path(os.environ.get("FER_SHARED_DATA", REPO.parent / "shared" / "data" / "fer2013"))
+FER_CSV = FER_DIR / "fer2013_reconstructed.csv.gz"
+FERPLUS_CSV = FER_DIR / "fer2013new.csv"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # Keep the decoded-data cache out of the developer's home unless they asked for it.
+    if "FER_CACHE" not in os.environ:
+        os.environ["FER_CACHE"] = str(tmp_path_factory.mktemp("fer-cache"))
+
+
+def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake faces: each class is a bright blob at its own position plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 7
+    x = rng.integers(0, 60, size=(n, 48, 48)).astype(np.int32)
+    for i, c in enumerate(y):
+        r, col = 6 + (c // 3) * 14, 6 + (c % 3) * 14
+        x[i, r : r + 12, col : col + 12] += 180
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+def write_csv(path: Path, n_train: int = 70, n_val: int = 21, n_test: int = 21, seed: int = 0) -> Path:
+    x, y = synthetic_images(n_train + n_val + n_test, seed)
+    usage = ["Training"] * n_train + ["PublicTest"] * n_val + ["PrivateTest"] * n_test
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{y[i]},{' '.join(map(str, x[i].ravel()))},{usage[i]}" for i in range(len(y))]
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "fer2013.csv")
+
+
+@pytest.fixture(scope="session")
+def session_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "fer2013.csv", n_train=140, n_val=35, n_test=35)
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(tmp_path_factory, session_csv) -> Path:
+    """A real artifact from two quick epochs on synthetic data (ImageNet stem, CPU)."""
+    from fer.config import load_train_config
+    from fer.train import fit
+
+    cfg = load_train_config(None, ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=resnet18",
+                                   "precision=fp32"])
+    result = fit(cfg, data_path=str(session_csv), run_dir=tmp_path_factory.mktemp("run") / "r")
+    return result.artifact_dir
+
+
+@pytest.fixture(scope="session")
+def fer2013_csv() -> Path:
+    if not FER_CSV.is_file():
+        pytest.skip(f"FER-2013 data not found at {FER_CSV} (put ../shared/data/fer2013 beside the repo)")
+    return FER_CSV
+
+
+@pytest.fixture(scope="session")
+def fer2013(fer2013_csv):
+    from fer.data import load_dataset
+
+    return load_dataset(fer2013_csv)

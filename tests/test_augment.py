@@ -1,0 +1,60 @@
+"""Batch augmentation: shapes, ranges, determinism and that each transform does something."""
+
+from __future__ import annotations
+
+import torch
+
+from fer.augment import BatchAugment
+from fer.config import AugmentConfig
+
+
+def _batch():
+    return torch.rand(32, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+
+
+def test_shape_range_and_change():
+    x = _batch()
+    y = BatchAugment(AugmentConfig(), torch.Generator().manual_seed(1))(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 1
+    assert (y - x).abs().mean() > 0.05
+
+
+def test_seeded_is_reproducible():
+    x = _batch()
+    a = BatchAugment(AugmentConfig(), torch.Generator().manual_seed(7))(x)
+    b = BatchAugment(AugmentConfig(), torch.Generator().manual_seed(7))(x)
+    assert torch.equal(a, b)
+
+
+def test_disabled_is_identity():
+    x = _batch()
+    assert torch.equal(BatchAugment(AugmentConfig(enabled=False))(x), x)
+
+
+def test_flip_only_mirrors_exactly():
+    cfg = AugmentConfig(rotation=0, hflip=1.0, brightness=0, contrast=0, scale=0, translate=0, erasing=0)
+    x = _batch()
+    torch.testing.assert_close(BatchAugment(cfg)(x), torch.flip(x, dims=[3]), atol=1e-5, rtol=0)
+
+
+def test_no_op_config_is_identity():
+    cfg = AugmentConfig(rotation=0, hflip=0, brightness=0, contrast=0, scale=0, translate=0, erasing=0)
+    x = _batch()
+    torch.testing.assert_close(BatchAugment(cfg)(x), x, atol=1e-5, rtol=0)
+
+
+def test_brightness_shifts_mean():
+    cfg = AugmentConfig(rotation=0, hflip=0, brightness=0.3, contrast=0, scale=0, translate=0, erasing=0)
+    x = torch.full((256, 1, 48, 48), 0.5)
+    y = BatchAugment(cfg, torch.Generator().manual_seed(0))(x)
+    shifts = y.mean(dim=(1, 2, 3)) - 0.5
+    assert shifts.abs().max() <= 0.3 + 1e-6 and shifts.std() > 0.1
+
+
+def test_erasing_replaces_a_box():
+    cfg = AugmentConfig(rotation=0, hflip=0, brightness=0, contrast=0, scale=0, translate=0, erasing=1.0)
+    x = torch.zeros(16, 1, 48, 48)
+    y = BatchAugment(cfg, torch.Generator().manual_seed(0))(x)
+    changed = (y != 0).float().mean(dim=(1, 2, 3))
+    assert (changed > 0.01).all() and (changed < 0.25).all()

@@ -1,0 +1,70 @@
+"""The `fer` CLI through Typer's runner: train, evaluate, export and the registry commands."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from fer.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_train_register_and_evaluate(session_csv, tmp_path):
+    reg = str(tmp_path / "reg")
+    r = run("train", "--config", "experiments/baseline.yaml", "--set", "epochs=1", "--set", "batch_size=32",
+            "--set", "name=cli-model", "--data", str(session_csv), "--run-dir", str(tmp_path / "run"),
+            "--register", "--registry", reg)
+    assert r.exit_code == 0, r.output
+    assert "registered cli-model@1" in r.output
+    assert (tmp_path / "run" / "events.jsonl").is_file()
+
+    r = run("registry", "promote", "cli-model@1", "--registry", reg)
+    assert r.exit_code == 0 and "cli-model@1 is now production" in r.output
+    r = run("registry", "list", "cli-model", "--registry", reg)
+    assert "cli-model@1" in r.output and "production" in r.output
+    r = run("registry", "show", "cli-model@production", "--registry", reg)
+    card = json.loads(r.output)
+    assert card["ref"] == "cli-model@1" and "val_acc" in card["metrics"]
+
+    out = tmp_path / "report"
+    r = run("evaluate", "--model", "cli-model@production", "--registry", reg, "--data", str(session_csv),
+            "--split", "val", "--tta", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.output and "macro-F1" in r.output
+    assert (out / "confusion_matrix.png").is_file() and (out / "reliability.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 35 and metrics["tta_flip"] is True
+
+
+def test_export_fp16(trained_artifact, tmp_path):
+    r = run("export", str(trained_artifact), "--out", str(tmp_path / "slim"))
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "slim").iterdir()} == {"model.onnx", "meta.json"}
+
+
+def test_registry_promote_rollback_and_gate(trained_artifact, tmp_path):
+    reg = str(tmp_path / "reg")
+    for _ in range(2):
+        assert run("registry", "register", str(trained_artifact), "--name", "x", "--registry", reg).exit_code == 0
+    assert run("registry", "promote", "x@1", "--registry", reg).exit_code == 0
+    assert run("registry", "promote", "x@2", "--registry", reg).exit_code == 0  # equal accuracy passes
+    r = run("registry", "rollback", "x", "--registry", reg)
+    assert r.exit_code == 0 and "production is back on x@1" in r.output
+
+
+def test_errors_are_one_clear_line(tmp_path, session_csv):
+    r = runner.invoke(app, ["train", "--set", "bogus=1", "--data", str(session_csv)])
+    assert r.exit_code == 2 and "bogus: Extra inputs are not permitted" in r.output
+    r = runner.invoke(app, ["evaluate", "--model", "nope@production", "--registry", str(tmp_path),
+                            "--data", str(session_csv)])
+    assert r.exit_code == 2 and "no model named 'nope'" in r.output
+    r = runner.invoke(app, ["registry", "show", "../../etc@1", "--registry", str(tmp_path)])
+    assert r.exit_code == 2 and "invalid model name" in r.output
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "missing.csv")])
+    assert r.exit_code == 2 and "data path does not exist" in r.output
