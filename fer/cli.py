@@ -219,6 +219,28 @@ def registry_rollback(
     typer.echo(f"{alias} is back on {mv.ref}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [env FER_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env FER_PORT, default 8000]")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes [env FER_WORKERS]")] = None,
+    model: Annotated[str | None, typer.Option(help="registry reference [env FER_MODEL]")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Serve the REST API and the web UI (the production model from the registry)."""
+    import os
+
+    from fer.api import ServeSettings
+    from fer.api import serve as run_server
+
+    # Options become environment variables so that every uvicorn worker process sees them too.
+    for var, value in (("FER_HOST", host), ("FER_PORT", port), ("FER_WORKERS", workers), ("FER_MODEL", model),
+                       ("FER_REGISTRY_DIR", registry)):
+        if value is not None:
+            os.environ[var] = str(value)
+    run_server(ServeSettings())
+
+
 def main() -> None:
     try:
         app()

@@ -88,3 +88,62 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
+
+
+@dataclass
+class FaceResult:
+    box: dict[str, int]  # x, y, w, h in pixels of the (EXIF-rotated) image
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    detection_score: float
+
+
+@dataclass
+class Analysis:
+    faces: list[FaceResult]
+    is_crop: bool  # no face detected; the small image was classified as a face crop itself
+    width: int
+    height: int
+    detect_s: float
+    infer_s: float
+
+    @property
+    def primary(self) -> FaceResult | None:
+        return self.faces[0] if self.faces else None
+
+
+class EmotionService:
+    """Photo in, every face's emotion out: face detection + one batched model call.
+
+    The one object behind both the REST API and the UI.
+    """
+
+    def __init__(self, predictor: Predictor, detector):
+        self.predictor = predictor
+        self.detector = detector
+
+    @classmethod
+    def from_artifact(cls, artifact_dir: Path | str, name: str | None = None, version: str | int | None = None,
+                      threads: int = 1, score_threshold: float = 0.7, max_faces: int = 64) -> EmotionService:
+        from fer.faces import FaceDetector
+
+        predictor = Predictor(artifact_dir, threads=threads, name=name, version=version)
+        return cls(predictor, FaceDetector(predictor.input_size, score_threshold, max_faces))
+
+    def analyze(self, rgb: np.ndarray) -> Analysis:
+        import time
+
+        t0 = time.perf_counter()
+        faces, is_crop = self.detector.faces_or_crop(rgb)
+        t1 = time.perf_counter()
+        results = []
+        if faces:
+            preds = self.predictor.predict(np.stack([f.crop for f in faces]))
+            results = [
+                FaceResult({"x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3]}, p.emotion,
+                           p.confidence, p.probabilities, f.score)
+                for f, p in zip(faces, preds, strict=True)
+            ]
+        t2 = time.perf_counter()
+        return Analysis(results, is_crop, rgb.shape[1], rgb.shape[0], t1 - t0, t2 - t1)

@@ -81,3 +81,92 @@ def fer2013(fer2013_csv):
     from fer.data import load_dataset
 
     return load_dataset(fer2013_csv)
+
+
+EXAMPLES = REPO / "fer" / "assets" / "examples"
+
+
+@pytest.fixture(scope="session")
+def shipped_service():
+    """The real shipped production model behind the real face detector."""
+    from fer.api import ServeSettings, load_service
+
+    return load_service(ServeSettings(registry_dir=str(REPO / ".fer" / "never-written")))
+
+
+@pytest.fixture(scope="session")
+def api_client(tmp_path_factory):
+    """The real app (no UI) serving the shipped production model through its lifespan."""
+    from fastapi.testclient import TestClient
+
+    from fer.api import ServeSettings, create_app
+
+    settings = ServeSettings(registry_dir=str(tmp_path_factory.mktemp("registry")), ui=False)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def jpeg_bytes(rgb: np.ndarray, **save_kw) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90, **save_kw)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_binary(path: str, why: str) -> str:
+    """The binary's path; a skip when absent locally, a failure in CI (CI=true), where it must exist."""
+    import shutil
+
+    found = shutil.which(path)
+    if found:
+        return found
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{path} is required in CI ({why}); .ci/run installs it")
+    pytest.skip(f"{path} not installed ({why}); `make test` installs it")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "app.log"
+    env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
+           "FER_REGISTRY_DIR": str(tmp_path_factory.mktemp("live-registry"))}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"app not ready within 120 s:\n{log_path.read_text()[-3000:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -1,0 +1,295 @@
+"""The FastAPI app: lifespan model loading, routes, error-to-HTTP mapping, metrics and request logs.
+
+`create_app()` wires everything; `app.py` only calls it. The Gradio UI is mounted at `/ui` and
+calls the same `EmotionService` as `POST /predict`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fer.images import ImageError, decode_image
+from fer.inference import Analysis, EmotionService
+from fer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("fer.access")
+
+
+class ServeSettings(BaseSettings):
+    """Serving settings from `FER_*` environment variables (or passed in explicitly)."""
+
+    model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    model: str = "fer-resnet18@production"
+    registry_dir: str = ".fer/registry"
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    detector_threshold: float = Field(0.7, gt=0, lt=1)
+    max_faces: int = Field(64, ge=1)
+    model_threads: int = Field(1, ge=0)
+    ui: bool = True
+    log_level: str = "INFO"
+
+
+class Box(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class FaceOut(BaseModel):
+    box: Box
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    detection_score: float
+
+
+class PredictionOut(BaseModel):
+    emotion: str = Field(description="emotion of the most prominent (largest) face")
+    confidence: float = Field(description="its probability")
+    faces: list[FaceOut] = Field(description="every face found, largest first")
+    face_count: int
+    whole_image: bool = Field(description="no face was detected; the small image was classified as a face crop")
+    image: dict[str, int] = Field(description="width and height after EXIF orientation")
+    model: dict[str, str]
+    timings_ms: dict[str, float]
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "emotion": "happy", "confidence": 0.91, "face_count": 1, "whole_image": False,
+        "faces": [{"box": {"x": 178, "y": 63, "w": 90, "h": 113}, "emotion": "happy", "confidence": 0.91,
+                   "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.91, "sad": 0.01,
+                                     "surprise": 0.02, "neutral": 0.03}, "detection_score": 0.93}],
+        "image": {"width": 512, "height": 512}, "model": {"name": "fer-resnet18", "version": "1"},
+        "timings_ms": {"detect": 16.0, "inference": 2.1}}]}}
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable code")
+    detail: str = Field(description="what went wrong and what to do")
+
+
+ERRORS = {
+    400: {"model": ErrorOut, "description": "empty upload, missing `file` field, or corrupt image"},
+    413: {"model": ErrorOut, "description": "upload or image too large"},
+    415: {"model": ErrorOut, "description": "not an image, or an unsupported format"},
+    422: {"model": ErrorOut, "description": "no face found in the image"},
+    503: {"model": ErrorOut, "description": "no model loaded"},
+}
+
+
+class NoFaceFound(Exception):
+    """The image has no detectable face (and is too large to be a face crop)."""
+
+
+def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def load_service(settings: ServeSettings) -> EmotionService:
+    """Resolve the configured registry reference and build the service from it."""
+    from fer.registry import open_registry
+
+    mv = open_registry(settings.registry_dir).resolve(settings.model)
+    return EmotionService.from_artifact(mv.path, name=mv.name, version=mv.version, threads=settings.model_threads,
+                                        score_threshold=settings.detector_threshold, max_faces=settings.max_faces)
+
+
+def analysis_json(a: Analysis, service: EmotionService) -> dict[str, Any]:
+    p = a.primary
+    return {
+        "emotion": p.emotion, "confidence": p.confidence,
+        "faces": [jsonable_encoder(f) for f in a.faces], "face_count": len(a.faces), "whole_image": a.is_crop,
+        "image": {"width": a.width, "height": a.height},
+        "model": {"name": service.predictor.name, "version": service.predictor.version},
+        "timings_ms": {"detect": round(a.detect_s * 1000, 2), "inference": round(a.infer_s * 1000, 2)},
+    }
+
+
+def create_app(settings: ServeSettings | None = None, service: EmotionService | None = None) -> FastAPI:
+    """Build the app. `service` injects a ready model (tests); otherwise the lifespan loads one."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.service is None:
+            try:
+                app.state.service = await run_in_threadpool(load_service, settings)
+            except Exception as e:
+                metrics.model_load_failures.inc()
+                log.error("model %s could not be loaded: %s", settings.model, e)
+        if app.state.service is not None:
+            p = app.state.service.predictor
+            metrics.set_model(p.name, p.version)
+            log.info("serving %s@%s", p.name, p.version)
+        else:
+            metrics.model_ready.set(0)
+        yield
+
+    app = FastAPI(
+        title="fer: facial emotion recognition",
+        description="Detects every face in a photo and classifies its emotion (angry, disgust, fear, happy, "
+                    "sad, surprise, neutral) with a ResNet-18 trained on FER-2013. The web UI is at /ui.",
+        version="0.1.0", lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        start = time.perf_counter()
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.log = {}
+        length = request.headers.get("content-length")
+        # Refuse an oversized body from its header, before a byte of it is read.
+        if request.url.path == "/predict" and length and length.isdigit() and \
+                int(length) > settings.max_upload_bytes + 64 * 1024:
+            response: Response = _error(413, "upload_too_large",
+                                        f"upload of {int(length):,} bytes exceeds the limit of "
+                                        f"{settings.max_upload_bytes:,} bytes", {"connection": "close"})
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        # Label by route template, never the raw path, so unknown URLs cannot explode cardinality.
+        label = "/ui" if request.url.path.startswith("/ui") else getattr(route, "path", None) or "unmatched"
+        elapsed = time.perf_counter() - start
+        metrics.requests.labels(route=label, method=request.method, status=str(response.status_code)).inc()
+        metrics.latency.labels(route=label).observe(elapsed)
+        response.headers["x-request-id"] = rid
+        if not label.startswith("/ui") and label != "/metrics":
+            access_log.info(json.dumps({"request_id": rid, "method": request.method, "route": label,
+                                        "status": response.status_code, "latency_ms": round(elapsed * 1000, 2),
+                                        **request.state.log}))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        missing = [e for e in exc.errors() if e.get("type") == "missing" and "file" in e.get("loc", ())]
+        if missing:
+            return _error(400, "missing_file",
+                          "send the image as multipart/form-data in the field 'file' "
+                          "(e.g. curl -F file=@photo.jpg http://host/predict)")
+        return _error(400, "bad_request", "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # pragma: no cover - last line of defence
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(500, "internal_error", "unexpected server error; it has been logged")
+
+    @app.post("/predict", response_model=PredictionOut, responses=ERRORS, tags=["predict"],
+              summary="Emotion of every face in a photo")
+    async def predict(request: Request, file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or GIF")):
+        """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
+        confidence, plus every face with its box. No face: 422 `no_face`."""
+        svc: EmotionService | None = request.app.state.service
+        if svc is None:
+            return _error(503, "model_not_loaded", "no model is loaded yet; see /ready")
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            return _error(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes")
+        try:
+            rgb = await run_in_threadpool(decode_image, data, settings.max_pixels)
+        except ImageError as e:
+            request.state.log["error"] = e.code
+            return _error(e.status, e.code, str(e))
+        analysis = await run_in_threadpool(svc.analyze, rgb)
+        metrics.record_analysis(analysis, "api")
+        request.state.log |= {"faces": len(analysis.faces), "emotions": [f.emotion for f in analysis.faces],
+                              "model_version": svc.predictor.version}
+        if not analysis.faces:
+            return _error(422, "no_face", "no face was found in the image; try a clearer, front-facing photo")
+        return analysis_json(analysis, svc)
+
+    @app.get("/health", tags=["ops"], summary="Liveness")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], summary="Readiness: a model is loaded", responses={503: {"model": ErrorOut}})
+    async def ready(request: Request):
+        svc = request.app.state.service
+        if svc is None:
+            return _error(503, "model_not_loaded", f"model {settings.model} is not loaded")
+        return {"status": "ready", "model": {"name": svc.predictor.name, "version": svc.predictor.version}}
+
+    @app.get("/model", tags=["ops"], summary="The served model: name, version, labels, metrics",
+             responses={503: {"model": ErrorOut}})
+    async def model_info(request: Request):
+        svc = request.app.state.service
+        if svc is None:
+            return _error(503, "model_not_loaded", f"model {settings.model} is not loaded")
+        meta = svc.predictor.meta
+        return {"name": svc.predictor.name, "version": svc.predictor.version, "labels": svc.predictor.labels,
+                "arch": meta.get("arch"), "input_size": svc.predictor.input_size,
+                "metrics": {k: v for k, v in meta.get("metrics", {}).items() if isinstance(v, int | float)},
+                "created": meta.get("created"), "code_version": meta.get("code_version")}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.ui:
+        _mount_ui(app)
+
+    return app
+
+
+def _mount_ui(app: FastAPI) -> None:
+    # Gradio and huggingface_hub start version-check/telemetry threads unless told not to.
+    for var, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_HUB_DISABLE_TELEMETRY", "1")):
+        os.environ.setdefault(var, value)
+    import gradio as gr
+
+    from fer.ui import build_ui
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return RedirectResponse("/ui/")
+
+    # Mounted at a sub-path, declared last: a mount at "/" would shadow the API routes.
+    gr.mount_gradio_app(app, build_ui(lambda: app.state.service, app.state.metrics), path="/ui",
+                        theme=gr.themes.Soft())
+
+
+def serve(settings: ServeSettings | None = None) -> None:
+    """Run the app with uvicorn (`python app.py`, `fer serve`)."""
+    import uvicorn
+
+    from fer.config import setup_logging
+
+    settings = settings or ServeSettings()
+    setup_logging(settings.log_level)
+    if settings.workers > 1:
+        # Several workers need an import string; each worker builds its own app from the env.
+        uvicorn.run("app:app", host=settings.host, port=settings.port, workers=settings.workers,
+                    log_level=settings.log_level.lower())
+    else:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())

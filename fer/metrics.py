@@ -1,0 +1,57 @@
+"""Prometheus collectors: the metric names that `monitoring/` (alerts, dashboards) refers to."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+FACES_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50)
+
+
+class Metrics:
+    """All of the app's collectors, registered in one (per-app) registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        disable_created_metrics()  # `_created` series double the scrape size and no rule uses them
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("fer_http_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("fer_http_request_duration_seconds", "HTTP request latency by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("fer_inference_duration_seconds", "Emotion model time per image (all faces)",
+                                   buckets=MODEL_BUCKETS, registry=r)
+        self.detection = Histogram("fer_detection_duration_seconds", "Face detection time per image",
+                                   buckets=MODEL_BUCKETS, registry=r)
+        self.faces = Histogram("fer_faces_per_image", "Faces found per analysed image", buckets=FACES_BUCKETS,
+                               registry=r)
+        self.predictions = Counter("fer_predictions", "Predicted emotions, one per face", ["emotion"], registry=r)
+        self.confidence = Histogram("fer_prediction_confidence", "Top-class probability per face",
+                                    buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.no_face = Counter("fer_no_face", "Images in which no face was found", registry=r)
+        self.images = Counter("fer_images_analyzed", "Images analysed, by source (api or ui)", ["source"],
+                              registry=r)
+        self.model_info = Gauge("fer_model_info", "The model being served (value 1)", ["name", "version"],
+                                registry=r)
+        self.model_ready = Gauge("fer_model_ready", "1 when a model is loaded and serving", registry=r)
+        self.model_load_failures = Counter("fer_model_load_failures", "Models that failed to load or were refused",
+                                           registry=r)
+
+    def set_model(self, name: str, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version).set(1)
+        self.model_ready.set(1)
+
+    def record_analysis(self, analysis, source: str) -> None:
+        self.images.labels(source=source).inc()
+        self.detection.observe(analysis.detect_s)
+        self.faces.observe(len(analysis.faces))
+        if not analysis.faces:
+            self.no_face.inc()
+            return
+        self.inference.observe(analysis.infer_s)
+        for f in analysis.faces:
+            self.predictions.labels(emotion=f.emotion).inc()
+            self.confidence.observe(f.confidence)
