@@ -49,19 +49,20 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="run folder or last.pt to continue")] = None,
     register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
     registry: RegistryOpt = None,
+    tracker: Annotated[str, typer.Option(help="comma-separated: local, clearml, neptune, none")] = "local",
 ) -> None:
     """Train a model; writes a run folder with checkpoints and the model artifact."""
     from fer.config import load_train_config
     from fer.data import DataError
-    from fer.tracking import LocalTracker
-    from fer.train import fit
+    from fer.tracking import TrackerUnavailable, make_tracker
+    from fer.train import default_run_dir, fit
 
     try:
         cfg = load_train_config(config, set_ or [])
-        out = Path(run_dir) if run_dir else None
-        result = fit(cfg, data_path=data, run_dir=out, resume=resume,
-                     tracker=LocalTracker(out) if out else None)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+        out = Path(run_dir) if run_dir else (Path(resume) if resume and Path(resume).is_dir() else None)
+        out = out or default_run_dir(cfg)
+        result = fit(cfg, data_path=data, run_dir=out, resume=resume, tracker=make_tracker(tracker, out))
+    except (ConfigError, DataError, FileNotFoundError, TrackerUnavailable) as e:
         _fail(str(e))
     typer.echo(json.dumps(result.metrics, indent=2))
     typer.echo(f"artifact: {result.artifact_dir}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,3 +72,202 @@ class MultiTracker:
             for t in self.trackers:
                 getattr(t, method)(*args, **kwargs)
         return fan_out
+
+
+class TrackerUnavailable(RuntimeError):
+    """A selected tracker cannot start (SDK missing, server unreachable, credentials missing)."""
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    # "val_acc" -> ("acc", "val"): one chart per quantity with train/val/test as its series.
+    prefix, _, rest = key.partition("_")
+    if rest and prefix in {"train", "val", "test"}:
+        return rest, prefix
+    return key, key
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= _flat(v, f"{key}/")
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def clearml_online() -> bool:
+    """A ClearML server is configured (API host and credentials in the environment)."""
+    return all(os.environ.get(v) for v in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"))
+
+
+def check_clearml_server(host: str, timeout: float = 3.0) -> None:
+    """Fail fast (seconds, not the SDK's hours of retries) when the API server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    url = host.rstrip("/") + "/debug.ping"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # the server answered (an HTTP error still proves it is there)
+    except (OSError, ValueError) as e:
+        raise TrackerUnavailable(f"ClearML server {host} does not answer ({e}); unset CLEARML_API_HOST to log "
+                                 "offline, or start the server") from None
+
+
+def update_weights(output_model, path: Path, offline: bool) -> None:
+    """`OutputModel.update_weights`, with a shim for clearml 2.1.12 offline mode.
+
+    In 2.1.12 `update_weights` reads `self.published` before its offline branch and fails with
+    AttributeError: 'DummyModel' object has no attribute 'locked'. The private offline method is
+    what the public one would call; tests/test_tracking.py notices when the SDK is fixed.
+    """
+    try:
+        output_model.update_weights(weights_filename=str(path))
+    except AttributeError as e:
+        if not (offline and "locked" in str(e)):
+            raise
+        output_model._update_weights_offline(weights_filename=str(path))
+
+
+class ClearMLTracker:
+    """Logs a run to ClearML: offline session (default) or a server when one is configured.
+
+    Offline sessions land in `$CLEARML_CACHE_DIR/offline/` as a folder and a zip that any server
+    imports later (`clearml-task --import-offline-session <zip>`).
+    """
+
+    def __init__(self, project: str = "fer", offline: bool | None = None, cache_dir: Path | str | None = None):
+        self.project = project
+        self.offline = (not clearml_online()) if offline is None else offline
+        self.cache_dir = cache_dir
+        self.task = None
+        self.session_zip: Path | None = None
+
+    def _configure(self) -> None:
+        if self.cache_dir:
+            os.environ["CLEARML_CACHE_DIR"] = str(self.cache_dir)
+        if "CLEARML_CONFIG_FILE" not in os.environ:
+            # No reporter subprocess (close() is instant instead of ~10 s) and few HTTP retries.
+            conf = Path(os.environ.get("CLEARML_CACHE_DIR", Path.home() / ".clearml")) / "fer-clearml.conf"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            conf.write_text("sdk { development { report_use_subprocess: false } }\n"
+                            "api { http { retries { total: 2, connect: 2, read: 2 } } }\n")
+            os.environ["CLEARML_CONFIG_FILE"] = str(conf)
+
+    def start(self, project, name, tags, config):
+        try:
+            from clearml import Task
+        except ImportError as e:
+            raise TrackerUnavailable("the clearml tracker needs `pip install clearml`") from e
+        self._configure()
+        if self.offline:
+            Task.set_offline(True)
+        else:
+            check_clearml_server(os.environ["CLEARML_API_HOST"])
+        self.task = Task.init(
+            project_name=self.project or project, task_name=name, tags=list(tags), reuse_last_task_id=False,
+            # A dict, not False: plain False still lets the SDK ping its update server.
+            auto_connect_frameworks={"detect_repository": False}, auto_connect_arg_parser=False,
+            auto_resource_monitoring=False,
+        )
+        self.task.connect(_flat(config), name="config")
+
+    def log_metrics(self, metrics, step):
+        logger = self.task.get_logger()
+        for key, value in metrics.items():
+            title, series = _split_key(key)
+            logger.report_scalar(title=title, series=series, value=float(value), iteration=step)
+
+    def log_confusion_matrix(self, matrix, labels, step):
+        self.task.get_logger().report_confusion_matrix(
+            title="confusion_matrix", series="val", matrix=matrix, iteration=step, xaxis="predicted",
+            yaxis="true", xlabels=list(labels), ylabels=list(labels))
+
+    def log_artifact(self, path, name, meta):
+        from clearml import OutputModel
+
+        path = Path(path)
+        weights = path / "model.onnx" if (path / "model.onnx").is_file() else path / "weights.pt"
+        om = OutputModel(task=self.task, name=name, tags=[meta.get("arch", "model")],
+                         framework="ONNX" if weights.suffix == ".onnx" else "PyTorch",
+                         label_enumeration={lab: i for i, lab in enumerate(meta.get("labels", []))})
+        update_weights(om, weights, self.offline)
+        self.task.upload_artifact("meta", artifact_object=meta)
+        # set_parameter adds to the connected config; set_parameters would replace all of it.
+        self.task.set_parameter("data/sha256", meta.get("data", {}).get("sha256", ""))
+        self.task.set_parameter("code/version", meta.get("code_version", ""))
+
+    def finish(self, status):
+        if self.task is None:
+            return
+        if status == "failed":
+            self.task.mark_failed(status_reason="training failed", force=True)
+        self.task.close()
+        if self.offline:
+            folder = self.task.get_offline_mode_folder()
+            self.session_zip = Path(f"{folder}.zip") if folder else None
+            log.info("ClearML offline session: %s (import with clearml-task --import-offline-session)",
+                     self.session_zip)
+
+
+class NeptuneTracker:
+    """Logs a run with the `neptune` client: offline by default, async when a token and project are set.
+
+    neptune.ai's hosted service shut down on 2026-03-05; async mode is for teams running their own
+    Neptune deployment. Offline runs are written under `.neptune/` in the working directory.
+    """
+
+    def __init__(self, project: str | None = None, mode: str | None = None):
+        self.project = project or os.environ.get("NEPTUNE_PROJECT", "fer/fer")
+        online = bool(os.environ.get("NEPTUNE_API_TOKEN") and os.environ.get("NEPTUNE_PROJECT"))
+        self.mode = mode or os.environ.get("NEPTUNE_MODE") or ("async" if online else "offline")
+        self.run = None
+
+    def start(self, project, name, tags, config):
+        try:
+            import neptune
+        except ImportError as e:
+            raise TrackerUnavailable("the neptune tracker needs `pip install neptune`") from e
+        self.run = neptune.init_run(
+            project=self.project, name=name, tags=list(tags), mode=self.mode, capture_stdout=False,
+            capture_stderr=False, capture_hardware_metrics=False, capture_traceback=False, source_files=[],
+            git_ref=False)
+        self.run["parameters"] = _flat(config)
+
+    def log_metrics(self, metrics, step):
+        for key, value in metrics.items():
+            self.run[f"metrics/{key}"].append(float(value), step=step)
+
+    def log_confusion_matrix(self, matrix, labels, step):
+        self.run["metrics/confusion_matrix"].append(json.dumps({"labels": list(labels), "matrix": matrix}), step=step)
+
+    def log_artifact(self, path, name, meta):
+        self.run["model/name"] = name
+        self.run["model/path"] = str(path)
+        self.run["model/metrics"] = _flat(meta.get("metrics", {}))
+        self.run["data/sha256"] = meta.get("data", {}).get("sha256", "")
+        self.run["code/version"] = meta.get("code_version", "")
+
+    def finish(self, status):
+        if self.run is None:
+            return
+        self.run["status"] = status
+        self.run.stop()
+
+
+TRACKERS = {"local": LocalTracker, "clearml": ClearMLTracker, "neptune": NeptuneTracker, "none": NullTracker}
+
+
+def make_tracker(names: str | list[str], run_dir: Path) -> MultiTracker:
+    """Trackers by name (`local,clearml,neptune`); unknown names are errors."""
+    names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = sorted(set(names) - set(TRACKERS))
+    if unknown:
+        from fer.config import ConfigError
+
+        raise ConfigError(f"unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
+    return MultiTracker([LocalTracker(run_dir) if n == "local" else TRACKERS[n]() for n in names])

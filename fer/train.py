@@ -167,6 +167,10 @@ def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return None
 
 
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> tuple[Dataset, Split, Split]:
     data = data or load_dataset(data_path or cfg.data.path, cfg.data.val_fraction, cfg.data.seed)
     train = data["train"]
@@ -211,7 +215,7 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
     device = select_device(cfg.device)
     bf16 = use_bf16(cfg.precision, device)
 
-    run_dir = Path(run_dir or Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(run_dir or default_run_dir(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
@@ -239,7 +243,10 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
     eval_batcher = Batcher(mean, std, device, cfg.channels_last)
-    tracker.start(project="fer", name=run_dir.name, tags=[cfg.model.arch], config=cfg.model_dump(mode="json"))
+    run_info = {"data_sha256": data.checksum, "code_version": code_version(), "train_size": len(train),
+                "device": str(device), "bf16": bf16}
+    tracker.start(project="fer", name=run_dir.name, tags=[cfg.name, cfg.model.arch],
+                  config={**cfg.model_dump(mode="json"), "run": run_info})
     log.info("training %s on %s (bf16=%s): %d train / %d val images, %d epochs", cfg.model.arch, device, bf16,
              len(train), len(val), cfg.epochs)
 
@@ -304,7 +311,7 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
         "dropout": cfg.model.dropout, "metrics": final, "history": history, "config": cfg.model_dump(mode="json"),
         "data": {"source": Path(data.source).name, "layout": data.layout, "sha256": data.checksum,
                  "train_size": len(train)},
-        "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "code_version": run_info["code_version"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": str(device), "bf16": bf16, "torch": torch.__version__,
     }
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)

@@ -1,0 +1,136 @@
+"""Serving speed, in one run on one machine.
+
+1. Per-face model latency, batch 1, 1 thread: ONNX Runtime vs PyTorch eager (same architecture).
+2. Face detection latency on a 640x480 photo.
+3. The app's cold start (process start to /ready).
+4. End-to-end `POST /predict` over real HTTP with a one-face photo: throughput and p50/p99 at
+   concurrency 1 and 8.
+
+    python benchmarks/serve_latency.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTO = REPO / "fer" / "assets" / "examples" / "astronaut.jpg"
+
+
+def timeit(fn, n: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q) * 1000)
+
+
+def model_latency(artifact: Path, n: int) -> None:
+    import torch
+
+    from fer.inference import Predictor
+    from fer.model import build_model
+
+    torch.set_num_threads(1)
+    pred = Predictor(artifact, threads=1)
+    face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
+    ort = timeit(lambda: pred.logits(face), n)
+    # Latency does not depend on the weights' values: same architecture, eval mode, no grad.
+    model = build_model(pred.meta["arch"]).eval()
+    x = torch.from_numpy(pred.preprocess(face))
+    with torch.inference_mode():
+        eager = timeit(lambda: model(x), n)
+    print(f"model per face (batch 1, 1 thread, {pred.meta['arch']}): ONNX Runtime p50 {ms(ort, 50):.2f} ms, "
+          f"PyTorch eager p50 {ms(eager, 50):.2f} ms -> {statistics.median(eager) / statistics.median(ort):.1f}x")
+
+
+def detection_latency(n: int) -> None:
+    from PIL import Image
+
+    from fer.faces import FaceDetector
+
+    det = FaceDetector()
+    rgb = np.asarray(Image.open(REPO / "fer/assets/examples/grace_hopper.jpg").convert("RGB").resize((640, 480)))
+    s = timeit(lambda: det.detect(rgb), n, warmup=5)
+    print(f"face detection on 640x480 (YuNet, 1 face): p50 {ms(s, 50):.1f} ms, p99 {ms(s, 99):.1f} ms")
+
+
+def start_app(port: int) -> tuple[subprocess.Popen, float]:
+    import httpx
+
+    env = {**os.environ, "FER_PORT": str(port), "FER_LOG_LEVEL": "WARNING"}
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while time.perf_counter() - t < 120:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("app did not become ready in 120 s")
+
+
+def http_load(port: int, requests: int, concurrency: int) -> None:
+    import httpx
+
+    data = PHOTO.read_bytes()
+    url = f"http://127.0.0.1:{port}/predict"
+    clients = [httpx.Client(timeout=30) for _ in range(concurrency)]
+
+    def one(i: int) -> float:
+        t = time.perf_counter()
+        r = clients[i % concurrency].post(url, files={"file": ("a.jpg", data, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        return time.perf_counter() - t
+
+    for i in range(10):
+        one(i)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - t
+    print(f"POST /predict, concurrency {concurrency}: {requests / wall:.1f} req/s, p50 {ms(lat, 50):.1f} ms, "
+          f"p99 {ms(lat, 99):.1f} ms ({requests} requests, 0 errors)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--port", type=int, default=8799)
+    args = ap.parse_args()
+    from fer.registry import open_registry
+
+    mv = open_registry(os.environ.get("FER_REGISTRY_DIR", ".fer/registry")).resolve("fer-resnet18@production")
+    print(f"{mv.ref}, {os.cpu_count()} CPUs")
+    model_latency(mv.path, 500)
+    detection_latency(100)
+    proc, cold = start_app(args.port)
+    try:
+        print(f"cold start (python app.py to /ready 200): {cold:.1f} s")
+        for c in (1, 8):
+            http_load(args.port, args.requests, c)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
