@@ -6,6 +6,8 @@ calls the same `EmotionService` as `POST /predict`.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,6 +50,15 @@ class ServeSettings(BaseSettings):
     model_threads: int = Field(1, ge=0)
     ui: bool = True
     log_level: str = "INFO"
+    admin_token: str | None = None  # enables POST /admin/reload; no default, never committed
+    reload_interval: float = Field(0.0, ge=0)  # seconds between registry polls; 0 = off
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) < 16 or v.lower() in {"changeme", "admin", "password", "secret"}):
+            raise ValueError("FER_ADMIN_TOKEN must be at least 16 characters and not a default word")
+        return v
 
 
 class Box(BaseModel):
@@ -106,13 +117,38 @@ def _error(status: int, code: str, detail: str, headers: dict | None = None) -> 
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-def load_service(settings: ServeSettings) -> EmotionService:
-    """Resolve the configured registry reference and build the service from it."""
+class ModelRefused(RuntimeError):
+    """A model that failed to load or to pass the smoke prediction."""
+
+
+def resolve_model(settings: ServeSettings):
     from fer.registry import open_registry
 
-    mv = open_registry(settings.registry_dir).resolve(settings.model)
-    return EmotionService.from_artifact(mv.path, name=mv.name, version=mv.version, threads=settings.model_threads,
-                                        score_threshold=settings.detector_threshold, max_faces=settings.max_faces)
+    return open_registry(settings.registry_dir).resolve(settings.model)
+
+
+def load_service(settings: ServeSettings, mv=None) -> EmotionService:
+    """Build the service for the configured registry reference (or a resolved version), smoke-tested.
+
+    Raises:
+        ModelRefused: the model cannot be loaded or gives no sane prediction.
+    """
+    import numpy as np
+
+    try:
+        mv = mv or resolve_model(settings)
+        svc = EmotionService.from_artifact(mv.path, name=mv.name, version=mv.version,
+                                           threads=settings.model_threads,
+                                           score_threshold=settings.detector_threshold, max_faces=settings.max_faces)
+        # Smoke prediction: one grey crop must give a probability distribution over the labels.
+        side = svc.predictor.input_size
+        probs = svc.predictor.predict_proba(np.full((1, side, side), 128, dtype=np.uint8))
+    except Exception as e:  # whatever breaks, the model is refused with the reason
+        raise ModelRefused(f"model {settings.model} refused: {type(e).__name__}: {e}") from e
+    if probs.shape != (1, len(svc.predictor.labels)) or not np.isfinite(probs).all() or \
+            abs(float(probs.sum()) - 1) > 1e-3:
+        raise ModelRefused(f"model {mv.ref} refused: smoke prediction is not a probability distribution")
+    return svc
 
 
 def analysis_json(a: Analysis, service: EmotionService) -> dict[str, Any]:
@@ -131,21 +167,57 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
     settings = settings or ServeSettings()
     metrics = Metrics()
 
+    reload_lock = asyncio.Lock()
+
+    async def reload_model(force: bool = False) -> dict[str, Any]:
+        """Load the registry's current version and swap it in if it differs (or `force`).
+
+        The swap is one reference assignment: requests in flight keep the service object they
+        started with, new requests get the new one, none fails. A model that fails to load or
+        its smoke test is refused and the old one keeps serving.
+        """
+        async with reload_lock:
+            current = app.state.service
+            try:
+                mv = await run_in_threadpool(resolve_model, settings)
+                if current is not None and not force and str(mv.version) == current.predictor.version \
+                        and mv.name == current.predictor.name:
+                    return {"status": "unchanged", "model": {"name": mv.name, "version": str(mv.version)}}
+                new = await run_in_threadpool(load_service, settings, mv)
+            except Exception as e:  # refused: counted, logged, and the old model stays
+                metrics.model_load_failures.inc()
+                serving = f"{current.predictor.name}@{current.predictor.version}" if current else "nothing"
+                log.error("model load refused (%s keeps serving): %s", serving, e)
+                raise ModelRefused(str(e)) from e
+            app.state.service = new
+            metrics.set_model(new.predictor.name, new.predictor.version)
+            log.info("now serving %s@%s", new.predictor.name, new.predictor.version)
+            return {"status": "reloaded", "model": {"name": new.predictor.name, "version": new.predictor.version}}
+
+    async def poll_registry() -> None:
+        while True:
+            await asyncio.sleep(settings.reload_interval)
+            try:
+                await reload_model()
+            except ModelRefused:
+                pass  # already logged and counted
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if app.state.service is None:
             try:
-                app.state.service = await run_in_threadpool(load_service, settings)
-            except Exception as e:
-                metrics.model_load_failures.inc()
-                log.error("model %s could not be loaded: %s", settings.model, e)
-        if app.state.service is not None:
+                await reload_model()
+            except ModelRefused:
+                pass  # a bad model must not stop the app: /ready answers 503 until one loads
+        if app.state.service is None:
+            metrics.model_ready.set(0)
+        else:
             p = app.state.service.predictor
             metrics.set_model(p.name, p.version)
-            log.info("serving %s@%s", p.name, p.version)
-        else:
-            metrics.model_ready.set(0)
+        poller = asyncio.create_task(poll_registry()) if settings.reload_interval > 0 else None
         yield
+        if poller is not None:
+            poller.cancel()
 
     app = FastAPI(
         title="fer: facial emotion recognition",
@@ -156,6 +228,7 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.reload_model = reload_model
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -254,6 +327,21 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", tags=["ops"], summary="Load the registry's current production model",
+              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+    async def admin_reload(request: Request, force: bool = False):
+        """Requires `Authorization: Bearer <FER_ADMIN_TOKEN>`. Disabled (403) when no token is set."""
+        if not settings.admin_token:
+            return _error(403, "admin_disabled", "set FER_ADMIN_TOKEN to enable admin endpoints")
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            return _error(401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"})
+        try:
+            return await reload_model(force=force)
+        except ModelRefused as e:
+            return _error(409, "model_refused", f"{e}; the previous model keeps serving")
 
     if settings.ui:
         _mount_ui(app)

@@ -36,7 +36,7 @@ def _resnet18(stem: str, pretrained: bool, num_classes: int, dropout: float) -> 
         weights = ResNet18_Weights.IMAGENET1K_V1
         try:
             net = resnet18(weights=weights)
-        except Exception as e:
+        except Exception as e:  # any download failure gets the same clear message
             raise PretrainedUnavailable(
                 "pretrained=true needs torchvision's ImageNet ResNet-18 weights, which could not be "
                 f"downloaded ({type(e).__name__}: {e}). Train from scratch (model.pretrained=false) "

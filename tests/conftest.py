@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from pathlib import Path
@@ -136,37 +137,45 @@ def require_binary(path: str, why: str) -> str:
     pytest.skip(f"{path} not installed ({why}); `make test` installs it")
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1."""
+@contextlib.contextmanager
+def app_process(workdir: Path, **env_vars: str):
+    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL."""
     import subprocess
     import sys
     import time
     import urllib.request
 
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "app.log"
+    log_path = workdir / f"app-{port}.log"
     env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
-           "FER_REGISTRY_DIR": str(tmp_path_factory.mktemp("live-registry"))}
+           "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app not ready within 120 s:\n{log_path.read_text()[-3000:]}")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"app not ready within 120 s:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """The real app with its UI, serving the shipped model, in its own process."""
+    with app_process(tmp_path_factory.mktemp("live")) as url:
+        yield url
