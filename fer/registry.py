@@ -348,10 +348,26 @@ class LocalRegistry:
         return self.get(name, previous)
 
 
-def open_registry(root: Path | str, base: Path | str | None = "shipped") -> LocalRegistry:
-    """The default registry: a writable `root` layered over the registry shipped in the repository."""
+def open_registry(root: Path | str, base: Path | str | None = "shipped", backend: str | None = None):
+    """The configured registry.
+
+    `backend` (or `FER_REGISTRY`): `local` (the default), `clearml`, or `auto` (ClearML when its
+    credentials are in the environment). The local registry is a writable `root` layered over the
+    one shipped in the repository.
+    """
     from fer.config import SHIPPED_REGISTRY
 
+    backend = (backend or os.environ.get("FER_REGISTRY", "local")).lower()
+    if backend == "auto":
+        from fer.tracking import clearml_online
+
+        backend = "clearml" if clearml_online() else "local"
+    if backend == "clearml":
+        from fer.registry_clearml import ClearMLRegistry
+
+        return ClearMLRegistry(project=os.environ.get("FER_CLEARML_PROJECT", "fer"))
+    if backend != "local":
+        raise RegistryError(f"unknown registry backend {backend!r}: use local, clearml or auto")
     if base == "shipped":
         base = SHIPPED_REGISTRY if SHIPPED_REGISTRY.is_dir() else None
     return LocalRegistry(root, base)
