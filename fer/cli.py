@@ -50,15 +50,20 @@ def train(
     register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
     registry: RegistryOpt = None,
     tracker: Annotated[str, typer.Option(help="comma-separated: local, clearml, neptune, none")] = "local",
+    queue: Annotated[str | None, typer.Option(help="run on a ClearML agent listening on this queue")] = None,
 ) -> None:
     """Train a model; writes a run folder with checkpoints and the model artifact."""
     from fer.config import load_train_config
     from fer.data import DataError
-    from fer.tracking import TrackerUnavailable, make_tracker
+    from fer.tracking import TrackerUnavailable, enqueue_remote, make_tracker
     from fer.train import default_run_dir, fit
 
     try:
         cfg = load_train_config(config, set_ or [])
+        if queue:
+            # Exits here locally; on the agent it returns and the run is tracked in ClearML.
+            enqueue_remote(queue, "fer", cfg.name, cfg.model_dump(mode="json"))
+            tracker = tracker if "clearml" in tracker else f"{tracker},clearml"
         out = Path(run_dir) if run_dir else (Path(resume) if resume and Path(resume).is_dir() else None)
         out = out or default_run_dir(cfg)
         result = fit(cfg, data_path=data, run_dir=out, resume=resume, tracker=make_tracker(tracker, out))

@@ -271,3 +271,21 @@ def make_tracker(names: str | list[str], run_dir: Path) -> MultiTracker:
 
         raise ConfigError(f"unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
     return MultiTracker([LocalTracker(run_dir) if n == "local" else TRACKERS[n]() for n in names])
+
+
+def enqueue_remote(queue: str, project: str, name: str, config: dict[str, Any]) -> None:
+    """Hand this training run to a ClearML agent listening on `queue` (e.g. a GPU worker).
+
+    Locally this creates the task and exits the process; on the agent, the same command runs
+    again, `execute_remotely` returns at once, and training proceeds there.
+    """
+    if not clearml_online():
+        raise TrackerUnavailable("--queue needs a ClearML server: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
+                                 "and CLEARML_API_SECRET_KEY (see README, 'Training on ClearML agents')")
+    check_clearml_server(os.environ["CLEARML_API_HOST"])
+    from clearml import Task
+
+    task = Task.init(project_name=project, task_name=name, reuse_last_task_id=False,
+                     auto_connect_frameworks={"detect_repository": False}, auto_resource_monitoring=False)
+    task.connect(_flat(config), name="config")
+    task.execute_remotely(queue_name=queue, clone=False, exit_process=True)
