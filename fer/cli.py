@@ -121,10 +121,13 @@ def export(
     artifact: Annotated[Path, typer.Argument(help="artifact folder with weights.pt and meta.json")],
     out: Annotated[Path, typer.Option(help="output folder for a slim serving artifact")],
     fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size, fp32 compute)")] = True,
+    data: DataOpt = None,
 ) -> None:
-    """Re-export an artifact's ONNX model into a slim serving folder (model.onnx + meta.json)."""
-    import shutil
+    """Re-export an artifact's ONNX model into a slim serving folder (model.onnx + meta.json).
 
+    With --data, the exported model's own val/test metrics replace the training-time ones in its
+    meta, so the numbers shipped are those of the file that serves.
+    """
     from fer.model import compact_onnx, export_onnx, load_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +139,23 @@ def export(
         tmp.unlink()
     else:
         tmp.replace(out / "model.onnx")
-    shutil.copy(artifact / "meta.json", out / "meta.json")
-    typer.echo(f"exported {out / 'model.onnx'}")
+    if data:
+        from fer.data import load_dataset
+        from fer.evaluate import evaluate_split
+        from fer.inference import Predictor
+
+        (out / "meta.json").write_text(json.dumps(meta))
+        predictor, ds = Predictor(out, threads=0), load_dataset(data)
+        measured = {"source": "onnxruntime on this exported model.onnx", "training_time_bf16": dict(meta["metrics"])}
+        for split in ("val", "test"):
+            if split in ds.splits:
+                m = evaluate_split(predictor, ds[split])
+                meta["metrics"] |= {f"{split}_acc": m["accuracy"], f"{split}_f1": m["macro_f1"],
+                                    f"{split}_ece": m["ece"]}
+        meta["metrics_measured"] = measured
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    shown = {k: round(v, 4) for k, v in meta["metrics"].items() if k.startswith(("val_", "test_"))}
+    typer.echo(f"exported {out / 'model.onnx'}: {shown}")
 
 
 @registry_app.command("list")
@@ -223,6 +241,49 @@ def registry_rollback(
     except RegistryError as e:
         _fail(str(e))
     typer.echo(f"{alias} is back on {mv.ref}")
+
+
+@app.command()
+def tune(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiments/tune.yaml")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set subset=0.1")] = None,
+    trials: Annotated[int | None, typer.Option(help="total trials in the study")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds for the study (per worker)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
+    subset: Annotated[float | None, typer.Option(help="stratified fraction of Training per trial")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes sharing a journal-file study")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (e.g. postgresql://...)")] = None,
+    data: DataOpt = None,
+    tracker: Annotated[str, typer.Option(help="trackers for every trial: local, clearml, neptune, none")] = "none",
+    train_best: Annotated[bool, typer.Option(help="train the best config on full Training and register it")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Tune learning rate, batch size and optimizer with Optuna (resumable, prunable)."""
+    from fer.data import DataError
+    from fer.tracking import TrackerUnavailable, make_tracker
+    from fer.tune import load_tune_config, run_study
+
+    extra = [f"{k}={v}" for k, v in (("trials", trials), ("timeout", timeout), ("epochs", epochs),
+                                     ("subset", subset), ("storage", storage)) if v is not None]
+    try:
+        cfg = load_tune_config(config, [*(set_ or []), *extra])
+        result = run_study(cfg, data_path=data, workers=workers, trackers=tracker)
+    except (ConfigError, DataError, TrackerUnavailable) as e:
+        _fail(str(e))
+    typer.echo(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
+               f"{result.seconds / 60:.1f} min this session")
+    typer.echo(f"best val_acc {result.best_value:.4f} with {result.best_params}")
+    typer.echo(f"best config: {result.best_config}  (fer train --config {result.best_config})")
+    if train_best:
+        from fer.config import load_train_config
+        from fer.train import default_run_dir, fit
+
+        best = load_train_config(result.best_config)
+        out = default_run_dir(best)
+        fit_result = fit(best, data_path=data, run_dir=out, tracker=make_tracker(tracker or "local", out))
+        mv = _registry(registry).register(best.name, fit_result.artifact_dir, source_run=str(out),
+                                          tags=[f"study:{result.study_name}"])
+        typer.echo(f"trained and registered {mv.ref} (not promoted; fer registry promote {mv.ref})")
 
 
 @app.command()

@@ -22,18 +22,18 @@ class ConfigError(ValueError):
     """A run configuration that cannot be used, with a message naming the problem."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     path: str | None = None  # CSV(.gz) file or image folder; falls back to --data / FER_DATA
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # only for layouts without PublicTest
     subset: float = Field(1.0, gt=0, le=1.0)  # stratified fraction of Training (tuning budgets)
     seed: int = 0
 
 
-class AugmentConfig(_Strict):
+class AugmentConfig(StrictModel):
     enabled: bool = True
     rotation: float = Field(15.0, ge=0, le=180)  # degrees, uniform in [-r, r]
     hflip: float = Field(0.5, ge=0, le=1)
@@ -44,13 +44,13 @@ class AugmentConfig(_Strict):
     erasing: float = Field(0.25, ge=0, le=1)  # probability of one random-erasing box
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     arch: str = "resnet18"
     pretrained: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     name: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -59,7 +59,7 @@ class OptimConfig(_Strict):
     warmup_fraction: float = Field(0.15, ge=0, lt=1)  # OneCycle ramp-up share
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Everything a training run needs; saved resolved next to the run's artifact."""
 
     name: str = "fer-resnet18"

@@ -248,7 +248,7 @@ class LocalRegistry:
         # Build the whole version in a temporary folder, then claim a number with one rename: a
         # crash leaves only a stray temp folder, and concurrent registrations never share a number.
         tmp = self.root / name / f".tmp-{uuid.uuid4().hex}"
-        shutil.copytree(artifact_dir, tmp, ignore=shutil.ignore_patterns("*.tmp", ".*"))
+        shutil.copytree(artifact_dir, tmp, ignore=shutil.ignore_patterns("*.tmp", ".*", "card.json"))
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         card = {
             "name": name, "metrics": meta.get("metrics", {}), "arch": meta.get("arch"),
