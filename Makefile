@@ -1,15 +1,18 @@
 # `make test` installs what the tests need and runs them (the README's test command; .ci/run calls it).
 PYTHON ?= python3
 
-.PHONY: test system-deps lint run
+.PHONY: test system-deps lint
 
 system-deps:
 	@# Debian packages the integration and browser tests run for real; skipped where apt is absent.
-	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-APT_PACKAGES ?=
+# chromium: the browser tests (Playwright drives Debian's build; no browser download).
+APT_PACKAGES ?= chromium
 
 test: system-deps
 	$(PYTHON) -m pip install -q -r requirements-dev.txt

@@ -63,6 +63,11 @@ def load_tune_config(path: str | Path | None, overrides: list[str] | None = None
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid tuning config{f' {path}' if path else ''}: {problems}") from e
+    if path and cfg.base_config and not Path(cfg.base_config).is_absolute():
+        # A base config named in a tuning file is relative to that file, wherever fer runs from.
+        beside = (Path(path).parent / cfg.base_config).resolve()
+        if beside.is_file():
+            cfg.base_config = str(beside)
     s = cfg.search
     for name in ("lr", "weight_decay", "label_smoothing", "augment_strength"):
         rng = getattr(s, name)
