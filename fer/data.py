@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.files import sha256_file
+
 log = logging.getLogger(__name__)
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -75,14 +77,6 @@ def resolve_data_path(path: str | Path | None) -> Path:
     if not p.exists():
         raise DataError(f"data path does not exist: {p}")
     return p
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_dataset(path: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from fer.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,6 @@ def check_name(name: str) -> str:
     if not NAME_RE.match(name or "") or ".." in name:
         raise InvalidReference(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' (max 64)")
     return name
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -213,7 +206,7 @@ class LocalRegistry:
             p = mv.path / fname
             if not p.is_file():
                 raise CorruptModel(f"{mv.ref}: {fname} is missing from {mv.path}")
-            if file_sha256(p) != digest:
+            if sha256_file(p) != digest:
                 raise CorruptModel(f"{mv.ref}: {fname} does not match its recorded checksum (corrupt file?)")
 
     def _describe(self) -> str:
@@ -249,7 +242,7 @@ class LocalRegistry:
         # crash leaves only a stray temp folder, and concurrent registrations never share a number.
         tmp = self.root / name / f".tmp-{uuid.uuid4().hex}"
         shutil.copytree(artifact_dir, tmp, ignore=shutil.ignore_patterns("*.tmp", ".*", "card.json"))
-        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         card = {
             "name": name, "metrics": meta.get("metrics", {}), "arch": meta.get("arch"),
             "labels": meta.get("labels"), "data_sha256": meta.get("data", {}).get("sha256"),

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fer.files import sha256_file
 from fer.registry import (
     ALIAS_RE,
     GATE_METRIC,
@@ -26,7 +27,6 @@ from fer.registry import (
     PromotionRefused,
     RegistryError,
     check_name,
-    file_sha256,
     parse_ref,
 )
 
@@ -108,14 +108,14 @@ class ClearMLRegistry:
         dest = self.cache_dir / model.id
         expected = model.get_metadata("onnx_sha256")
         onnx = dest / "model.onnx"
-        if not (onnx.is_file() and file_sha256(onnx) == expected):
+        if not (onnx.is_file() and sha256_file(onnx) == expected):
             local = model.get_local_copy(raise_on_error=True)
             dest.mkdir(parents=True, exist_ok=True)
             tmp = dest / ".model.onnx.tmp"
             shutil.copyfile(local, tmp)
             os.replace(tmp, onnx)
             (dest / "meta.json").write_text(json.dumps(model.config_dict or {}, indent=2))
-        if verify and expected and file_sha256(onnx) != expected:
+        if verify and expected and sha256_file(onnx) != expected:
             raise CorruptModel(f"{name}@{version}: downloaded model.onnx does not match its recorded checksum")
         return self._mv(model, dest)
 
@@ -138,7 +138,7 @@ class ClearMLRegistry:
                          config_dict=meta, label_enumeration={lab: i for i, lab in enumerate(meta["labels"])})
         om.update_weights(weights_filename=str(onnx), auto_delete_file=False)
         om.wait_for_uploads()
-        values = {"fer_version": str(version), "onnx_sha256": file_sha256(onnx), "source_run": source_run or "",
+        values = {"fer_version": str(version), "onnx_sha256": sha256_file(onnx), "source_run": source_run or "",
                   GATE_METRIC: str(meta.get("metrics", {}).get(GATE_METRIC, ""))}
         for key, value in values.items():
             om.set_metadata(key, value, v_type="str")
