@@ -276,12 +276,17 @@ def summarize(cfg: TuneConfig, study, seconds: float, trackers: str = "none") ->
 def save_plots(study, out: Path) -> list[Path]:
     """Optimisation history, parameter importances and intermediate values as PNG files."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
+    import warnings
+
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
     paths = []
+    # The matplotlib backend of optuna.visualization is flagged experimental; its output is fine.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name, fn in (("history", ovm.plot_optimization_history), ("importances", ovm.plot_param_importances),
                      ("intermediate", ovm.plot_intermediate_values)):
         try:
