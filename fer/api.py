@@ -246,7 +246,12 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
             response = await call_next(request)
         route = request.scope.get("route")
         # Label by route template, never the raw path, so unknown URLs cannot explode cardinality.
-        label = "/ui" if request.url.path.startswith("/ui") else getattr(route, "path", None) or "unmatched"
+        if request.url.path.startswith("/ui"):
+            label = "/ui"
+        elif route is None and response.status_code == 413 and request.url.path == "/predict":
+            label = "/predict"  # refused by the guard above, before routing
+        else:
+            label = getattr(route, "path", None) or "unmatched"
         elapsed = time.perf_counter() - start
         metrics.requests.labels(route=label, method=request.method, status=str(response.status_code)).inc()
         metrics.latency.labels(route=label).observe(elapsed)

@@ -183,6 +183,10 @@ def test_upload_too_large(tmp_path, shipped_service):
     with TestClient(app) as c:
         r = post(c, (EXAMPLES / "grace_hopper.jpg").read_bytes())  # ~80 KB
         assert r.status_code == 413 and r.json()["error"] == "upload_too_large"
+        big = c.post("/predict", content=b"x" * 200_000,
+                     headers={"content-type": "multipart/form-data; boundary=x"})
+        assert big.status_code == 413 and "exceeds the limit" in big.json()["detail"]
+        assert 'fer_http_requests_total{method="POST",route="/predict",status="413"} 2.0' in c.get("/metrics").text
         assert post(c, jpeg_bytes(astronaut()[:200, 150:300].copy())).status_code == 200
 
 
