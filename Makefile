@@ -11,8 +11,8 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# chromium: the browser tests (Playwright drives Debian's build; no browser download).
-APT_PACKAGES ?= chromium
+# chromium: browser tests (Playwright drives Debian's build); prometheus + alertmanager: promtool, amtool.
+APT_PACKAGES ?= chromium prometheus prometheus-alertmanager
 
 test: system-deps
 	$(PYTHON) -m pip install -q -r requirements-dev.txt
