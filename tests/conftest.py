@@ -138,7 +138,7 @@ def require_binary(path: str, why: str) -> str:
 
 
 @contextlib.contextmanager
-def app_process(workdir: Path, **env_vars: str):
+def app_process(workdir: Path, app_dir: Path = REPO, **env_vars: str):
     """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL."""
     import subprocess
     import sys
@@ -150,7 +150,8 @@ def app_process(workdir: Path, **env_vars: str):
     env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
            "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

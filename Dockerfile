@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# Serving image: FastAPI + Gradio + ONNX Runtime, no training stack (torch is not installed).
+#   docker build -t emotion-api .
+#   docker run -p 8000:8000 emotion-api
+
+# --- build: install the serving dependencies into a virtual environment -------------------------
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY requirements-serve.txt .
+# requirements-serve.txt ends with "-e ." for local installs; the image runs fer from /app instead.
+RUN python -m venv /opt/venv \
+    && grep -v '^-e' requirements-serve.txt > /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+
+# --- runtime: the venv, the package, the shipped model; non-root ---------------------------------
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    HF_HUB_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    FER_HOST=0.0.0.0 \
+    FER_PORT=8000 \
+    FER_WORKERS=1 \
+    FER_REGISTRY_DIR=/data/registry
+RUN useradd --create-home --uid 10001 fer \
+    && mkdir -p /data/registry \
+    && chown -R fer /data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY app.py pyproject.toml ./
+COPY fer ./fer
+# The production model is baked in (read-only); mount /data/registry for your own versions.
+COPY models/registry ./models/registry
+USER 10001
+EXPOSE 8000
+VOLUME ["/data/registry"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('FER_PORT', '8000')}/ready\", timeout=4)"]
+CMD ["python", "app.py"]
