@@ -109,10 +109,6 @@ ERRORS = {
 }
 
 
-class NoFaceFound(Exception):
-    """The image has no detectable face (and is too large to be a face crop)."""
-
-
 def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
@@ -228,7 +224,6 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.reload_model = reload_model
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -242,16 +237,12 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
             response: Response = _error(413, "upload_too_large",
                                         f"upload of {int(length):,} bytes exceeds the limit of "
                                         f"{settings.max_upload_bytes:,} bytes", {"connection": "close"})
+            label = "/predict"  # refused before routing, so there is no route to read
         else:
             response = await call_next(request)
-        route = request.scope.get("route")
-        # Label by route template, never the raw path, so unknown URLs cannot explode cardinality.
-        if request.url.path.startswith("/ui"):
-            label = "/ui"
-        elif route is None and response.status_code == 413 and request.url.path == "/predict":
-            label = "/predict"  # refused by the guard above, before routing
-        else:
-            label = getattr(route, "path", None) or "unmatched"
+            # Label by route template, never the raw path, so unknown URLs cannot explode cardinality.
+            route = request.scope.get("route")
+            label = "/ui" if request.url.path.startswith("/ui") else getattr(route, "path", None) or "unmatched"
         elapsed = time.perf_counter() - start
         metrics.requests.labels(route=label, method=request.method, status=str(response.status_code)).inc()
         metrics.latency.labels(route=label).observe(elapsed)

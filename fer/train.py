@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], bool | None]
 
 
-class StopTraining(Exception):
-    """Raised by a callback (e.g. an Optuna pruner) to end a run early."""
-
-
 @dataclass
 class FitResult:
     run_dir: Path
@@ -304,8 +300,6 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
         # Ctrl-C keeps what was learnt: the artifact is built from the best checkpoint so far.
         interrupted, status = True, "interrupted"
         log.warning("interrupted: building the artifact from the best checkpoint (epoch %d)", best_epoch + 1)
-    except StopTraining:
-        status = "stopped"
     finally:
         epoch_bar.close()
     if best_epoch < 0:

@@ -46,13 +46,16 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
             raise gr.Error("The model is not loaded yet; try again in a moment.")
         return svc
 
+    def analyze_and_record(img: np.ndarray):
+        a = service().analyze(img)
+        if metrics is not None:
+            metrics.record_analysis(a, "ui")
+        return a
+
     def analyze(img: np.ndarray | None):
         if img is None:
             return None, None, gr.update(choices=[], value=None), [], "Upload a photo to start."
-        svc = service()
-        a = svc.analyze(img)
-        if metrics is not None:
-            metrics.record_analysis(a, "ui")
+        a = analyze_and_record(img)
         if not a.faces:
             no_face = "**No face found.** Try a clearer, front-facing photo."
             return img, None, gr.update(choices=[], value=None), [], no_face
@@ -70,9 +73,7 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
     def stream(frame: np.ndarray | None):
         if frame is None:
             return None, None
-        a = service().analyze(frame)
-        if metrics is not None:
-            metrics.record_analysis(a, "ui")
+        a = analyze_and_record(frame)
         return annotate(frame, a), (a.primary.probabilities if a.primary else None)
 
     def model_line():

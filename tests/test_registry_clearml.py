@@ -115,12 +115,18 @@ def test_register_calls_output_model_with_everything(server, tmp_path):
     assert reg.register("fer-resnet18", artifact(tmp_path, 0.67, "b")).version == 2
 
 
-def test_promote_tags_publishes_and_untags_previous(server, tmp_path):
+def registry_with_versions(tmp_path, accuracies, promote=()):
+    """A ClearML registry holding one version per val_acc, with `promote` promoted in order."""
     reg = ClearMLRegistry(cache_dir=tmp_path / "cache")
-    for i, acc in enumerate((0.60, 0.65, 0.70)):
+    for i, acc in enumerate(accuracies):
         reg.register("fer-resnet18", artifact(tmp_path, acc, str(i)))
-    reg.promote("fer-resnet18", 1)
-    reg.promote("fer-resnet18", 2)
+    for version in promote:
+        reg.promote("fer-resnet18", version)
+    return reg
+
+
+def test_promote_tags_publishes_and_untags_previous(server, tmp_path):
+    reg = registry_with_versions(tmp_path, (0.60, 0.65, 0.70), promote=(1, 2))
     m1, m2, _ = server.models
     assert m2.published and "production" in m2.tags and "production" not in m1.tags
     # Resolve asks for published models with the tag and gets exactly one.
@@ -142,11 +148,7 @@ def test_newest_created_is_not_mistaken_for_production(server, tmp_path):
 
 
 def test_gate_and_rollback(server, tmp_path):
-    reg = ClearMLRegistry(cache_dir=tmp_path / "cache")
-    for i, acc in enumerate((0.60, 0.65, 0.62)):
-        reg.register("fer-resnet18", artifact(tmp_path, acc, str(i)))
-    reg.promote("fer-resnet18", 1)
-    reg.promote("fer-resnet18", 2)
+    reg = registry_with_versions(tmp_path, (0.60, 0.65, 0.62), promote=(1, 2))
     with pytest.raises(PromotionRefused, match="below fer-resnet18@2's 0.65"):
         reg.promote("fer-resnet18", 3)
     reg.promote("fer-resnet18", 3, force=True)
