@@ -16,8 +16,8 @@ APT_PACKAGES ?= chromium prometheus prometheus-alertmanager
 
 test: system-deps
 	$(PYTHON) -m pip install -q -r requirements-dev.txt
-	$(PYTHON) -m ruff check fer tests app.py benchmarks
+	$(PYTHON) -m ruff check fer tests app.py benchmarks monitoring
 	$(PYTHON) -m pytest
 
 lint:
-	$(PYTHON) -m ruff check fer tests app.py benchmarks
+	$(PYTHON) -m ruff check fer tests app.py benchmarks monitoring

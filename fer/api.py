@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -50,6 +49,7 @@ class ServeSettings(BaseSettings):
     model_threads: int = Field(1, ge=0)
     ui: bool = True
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"  # one JSON object per line, for Fluentd
     admin_token: str | None = None  # enables POST /admin/reload; no default, never committed
     reload_interval: float = Field(0.0, ge=0)  # seconds between registry polls; 0 = off
 
@@ -248,9 +248,9 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
         metrics.latency.labels(route=label).observe(elapsed)
         response.headers["x-request-id"] = rid
         if not label.startswith("/ui") and label != "/metrics":
-            access_log.info(json.dumps({"request_id": rid, "method": request.method, "route": label,
-                                        "status": response.status_code, "latency_ms": round(elapsed * 1000, 2),
-                                        **request.state.log}))
+            access_log.info("request", extra={"fields": {
+                "request_id": rid, "method": request.method, "route": label, "status": response.status_code,
+                "latency_ms": round(elapsed * 1000, 2), **request.state.log}})
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -370,10 +370,13 @@ def serve(settings: ServeSettings | None = None) -> None:
     from fer.config import setup_logging
 
     settings = settings or ServeSettings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    # log_config=None: uvicorn's loggers go through ours (JSON lines); its own access log would
+    # duplicate fer.access, which carries more (request id, faces, emotions, model version).
+    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
+              "log_config": None, "access_log": False}
     if settings.workers > 1:
         # Several workers need an import string; each worker builds its own app from the env.
-        uvicorn.run("app:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    log_level=settings.log_level.lower())
+        uvicorn.run("app:app", workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        uvicorn.run(create_app(settings), **common)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -157,8 +159,38 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Configure root logging; called only by entry points."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, so Fluentd (or any collector) parses logs without regexes.
+
+    Structured fields come from `extra={"fields": {...}}`; they are merged into the object.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    """Human-readable lines for terminals; structured fields appended as JSON."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        return f"{line} {json.dumps(fields, default=str)}" if fields else line
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Configure root logging; called only by entry points. `fmt` is "text" or "json"."""
+    handler = logging.StreamHandler()
+    formatter = JsonLogFormatter() if fmt == "json" else TextLogFormatter()
+    if fmt == "json":
+        formatter.converter = time.gmtime  # the "Z" in the timestamp must be true
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -69,6 +69,9 @@ class FaceDetector:
     def __init__(self, input_size: int = 48, score_threshold: float = 0.7, max_faces: int = 64):
         import cv2
 
+        # OpenCV's own warnings (e.g. "Targets are not supported by the new graph engine") are plain
+        # text on stderr that would break the one-JSON-object-per-line log stream.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._cv2 = cv2
         self.model_path = str(yunet_path())
         self.input_size = input_size

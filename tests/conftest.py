@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,22 +138,34 @@ def require_binary(path: str, why: str) -> str:
     pytest.skip(f"{path} not installed ({why}); `make test` installs it")
 
 
+class LiveApp(str):
+    """The URL of an app started by `app_process`, with its process and log file."""
+
+    proc: Any
+    log_path: Path
+
+
 @contextlib.contextmanager
-def app_process(workdir: Path, app_dir: Path = REPO, **env_vars: str):
-    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL."""
+def app_process(workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", port: int | None = None,
+                **env_vars: str):
+    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL.
+
+    It is up once `wait_for` answers 200 (`/health` for an app expected to start without a model).
+    """
     import subprocess
     import sys
     import time
     import urllib.request
 
-    port = free_port()
+    port = port or free_port()
     log_path = workdir / f"app-{port}.log"
     env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
            "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:  # "a": a restart on the same port keeps the first log
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = LiveApp(f"http://127.0.0.1:{port}")
+    url.proc, url.log_path = proc, log_path
     try:
         deadline = time.time() + 120
         while True:
@@ -161,7 +174,7 @@ def app_process(workdir: Path, app_dir: Path = REPO, **env_vars: str):
             if time.time() > deadline:
                 pytest.fail(f"app not ready within 120 s:\n{log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"{url}{wait_for}", timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
