@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from fer.images import ImageError, decode_image
 from fer.inference import Analysis, EmotionService
@@ -52,6 +55,10 @@ class ServeSettings(BaseSettings):
     log_format: Literal["json", "text"] = "json"  # one JSON object per line, for Fluentd
     admin_token: str | None = None  # enables POST /admin/reload; no default, never committed
     reload_interval: float = Field(0.0, ge=0)  # seconds between registry polls; 0 = off
+    body_timeout: float = Field(30.0, gt=0)  # seconds the next chunk of a request body may take
+    cors_origins: list[str] = []  # browser origins allowed to call the API; none by default
+    rate_limit_per_minute: int = Field(0, ge=0)  # POST /predict per client address; 0 = off
+    rate_limit_burst: int = Field(20, ge=1)  # requests a client may send at once before limiting
 
     @field_validator("admin_token")
     @classmethod
@@ -111,6 +118,81 @@ ERRORS = {
 
 def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body exceeds the limit of {limit:,} bytes")
+
+
+class BodyTimeout(StarletteHTTPException):
+    def __init__(self, timeout: float):
+        super().__init__(408, f"the request body stalled: no data for {timeout:g} s")
+
+
+class UploadGuard:
+    """ASGI middleware bounding request bodies as they stream in, so none is read whole first.
+
+    - More than `max_bytes` (declared or counted): 413. A declared Content-Length over the limit is
+      refused before a byte is read; a chunked or lying body is cut off at the limit.
+    - No data for `timeout` seconds: 408, so a client that opens an upload and stalls (or sends a
+      byte a minute) cannot hold a connection and a request slot for ever.
+
+    The errors are HTTPExceptions raised from `receive`, so FastAPI passes them through body
+    parsing to the app's handler, which answers in the API's JSON error format. (FastAPI's own
+    `max_body_size` answers plain text, overriding the app's error response.)
+    """
+
+    def __init__(self, app, max_bytes: int, timeout: float, skip_prefix: str = "/ui"):
+        self.app, self.max_bytes, self.timeout, self.skip_prefix = app, max_bytes, timeout, skip_prefix
+
+    async def __call__(self, scope, receive, send):
+        # The Gradio UI enforces its own upload limit (max_file_size) in its own error format.
+        if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
+            return await self.app(scope, receive, send)
+        received = 0
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+
+        async def guarded_receive():
+            nonlocal received
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise BodyTimeout(self.timeout) from None
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, guarded_receive, send)
+
+
+class RateLimiter:
+    """Token bucket per client address: `per_minute` sustained, `burst` at once.
+
+    In memory and per process (each worker limits on its own); behind a proxy, start uvicorn with
+    `--forwarded-allow-ips` so the client address is the real one, or limit at the proxy.
+    """
+
+    MAX_CLIENTS = 10_000  # bound the table; the least recently seen client is forgotten first
+
+    def __init__(self, per_minute: int, burst: int):
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def check(self, client: str) -> float:
+        """0 if the request may go ahead, else the seconds until it may."""
+        now = time.monotonic()
+        tokens, last = self.buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        self.buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
+        if len(self.buckets) > self.MAX_CLIENTS:
+            self.buckets.popitem(last=False)
+        return wait
 
 
 class ModelRefused(RuntimeError):
@@ -221,6 +303,20 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
                     "sad, surprise, neutral) with a ResNet-18 trained on FER-2013. The web UI is at /ui.",
         version="0.1.0", lifespan=lifespan,
     )
+    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst) \
+        if settings.rate_limit_per_minute else None
+    # Added before the logging middleware below, so it runs inside it: its 408s are logged and counted.
+    # The multipart envelope gets 64 KiB on top of the file itself.
+    app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes + 64 * 1024, timeout=settings.body_timeout)
+    if settings.cors_origins:  # closed unless origins are configured: no CORS headers at all
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "authorization", "x-request-id"],
+                           expose_headers=["x-request-id"], max_age=600)
+    # Starlette spools multipart files over 1 MiB to a temporary file on disk; uploads are bounded
+    # by max_body_size, so keep them in memory: an upload is never written to disk.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 64 * 1024)
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
@@ -230,13 +326,12 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
         start = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.log = {}
-        length = request.headers.get("content-length")
-        # Refuse an oversized body from its header, before a byte of it is read.
-        if request.url.path == "/predict" and length and length.isdigit() and \
-                int(length) > settings.max_upload_bytes + 64 * 1024:
-            response: Response = _error(413, "upload_too_large",
-                                        f"upload of {int(length):,} bytes exceeds the limit of "
-                                        f"{settings.max_upload_bytes:,} bytes", {"connection": "close"})
+        wait = limiter.check(request.client.host if request.client else "unknown") \
+            if limiter and request.method == "POST" and request.url.path == "/predict" else 0
+        if wait:
+            response: Response = _error(429, "rate_limited",
+                                        f"more than {settings.rate_limit_per_minute} requests a minute from your "
+                                        f"address; retry in {math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
             label = "/predict"  # refused before routing, so there is no route to read
         else:
             response = await call_next(request)
@@ -264,6 +359,11 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, BodyTooLarge):
+            return _error(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} "
+                          "bytes", {"connection": "close"})  # close: the rest of the body is never read
+        if isinstance(exc, BodyTimeout):
+            return _error(408, "body_timeout", str(exc.detail), {"connection": "close"})
         return _error(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -360,7 +460,7 @@ def _mount_ui(app: FastAPI) -> None:
 
     # Mounted at a sub-path, declared last: a mount at "/" would shadow the API routes.
     gr.mount_gradio_app(app, build_ui(lambda: app.state.service, app.state.metrics), path="/ui",
-                        theme=gr.themes.Soft())
+                        theme=gr.themes.Soft(), max_file_size=app.state.settings.max_upload_bytes)
 
 
 def serve(settings: ServeSettings | None = None) -> None:

@@ -85,7 +85,10 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         extra = f", FER-2013 PrivateTest accuracy {acc:.1%}" if isinstance(acc, float) else ""
         return f"Model: **{p.name}** version **{p.version}** ({p.meta.get('arch')}{extra})"
 
-    with gr.Blocks(title="fer: facial emotion recognition", analytics_enabled=False) as demo:
+    # Gradio keeps each uploaded file in its cache folder to hand it to the handler; delete_cache
+    # removes files older than 5 minutes every 5 minutes, so photos do not pile up on disk.
+    with gr.Blocks(title="fer: facial emotion recognition", analytics_enabled=False,
+                   delete_cache=(300, 300)) as demo:
         gr.Markdown("# Facial emotion recognition\nFinds every face and names its emotion: angry, disgust, fear, "
                     "happy, sad, surprise or neutral. The same model answers `POST /predict` ([API docs](/docs)).")
         model_md = gr.Markdown(elem_id="model-info")
