@@ -296,6 +296,7 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
         yield
         if poller is not None:
             poller.cancel()
+        metrics.close()
 
     app = FastAPI(
         title="fer: facial emotion recognition",
@@ -364,7 +365,8 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
                           "bytes", {"connection": "close"})  # close: the rest of the body is never read
         if isinstance(exc, BodyTimeout):
             return _error(408, "body_timeout", str(exc.detail), {"connection": "close"})
-        return _error(exc.status_code, "http_error", str(exc.detail))
+        # Keep the exception's headers: a 405 must say which methods are allowed (RFC 9110).
+        return _error(exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # pragma: no cover - last line of defence
@@ -420,12 +422,13 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics():
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", tags=["ops"], summary="Load the registry's current production model",
-              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+              responses={400: {"model": ErrorOut, "description": "invalid query parameter"},
+                         401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}})
     async def admin_reload(request: Request, force: bool = False):
         """Requires `Authorization: Bearer <FER_ADMIN_TOKEN>`. Disabled (403) when no token is set."""
         if not settings.admin_token:
@@ -463,11 +466,12 @@ def _mount_ui(app: FastAPI) -> None:
                         theme=gr.themes.Soft(), max_file_size=app.state.settings.max_upload_bytes)
 
 
-def serve(settings: ServeSettings | None = None) -> None:
-    """Run the app with uvicorn (`python app.py`, `fer serve`)."""
+def serve(settings: ServeSettings | None = None, app: FastAPI | None = None) -> None:
+    """Run the app with uvicorn (`python app.py`, `fer serve`); `app` saves building it twice."""
     import uvicorn
 
     from fer.config import setup_logging
+    from fer.metrics import MULTIPROC_ENV
 
     settings = settings or ServeSettings()
     setup_logging(settings.log_level, settings.log_format)
@@ -476,7 +480,18 @@ def serve(settings: ServeSettings | None = None) -> None:
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
               "log_config": None, "access_log": False}
     if settings.workers > 1:
+        # Workers share metrics through files (prometheus_client multiprocess mode). The variable
+        # must be set before a worker imports prometheus_client, so here, before they start; a
+        # leftover directory from an earlier run is emptied, or its counts would carry over.
+        import tempfile
+        from pathlib import Path
+
+        mp_dir = Path(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="fer-metrics-"))
+        mp_dir.mkdir(parents=True, exist_ok=True)
+        for stale in mp_dir.glob("*.db"):
+            stale.unlink()
+        os.environ[MULTIPROC_ENV] = str(mp_dir)
         # Several workers need an import string; each worker builds its own app from the env.
         uvicorn.run("app:app", workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(app or create_app(settings), **common)

@@ -1,8 +1,25 @@
-"""Prometheus collectors: the metric names that `monitoring/` (alerts, dashboards) refers to."""
+"""Prometheus collectors: the metric names that `monitoring/` (alerts, dashboards) refers to.
+
+With several worker processes (`FER_WORKERS` > 1) each worker counts on its own, so `serve()` sets
+`PROMETHEUS_MULTIPROC_DIR` before the workers start: prometheus_client then keeps every value in
+a per-process file there, and `/metrics`, whichever worker answers it, adds them all up.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -15,7 +32,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         disable_created_metrics()  # `_created` series double the scrape size and no rule uses them
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        if self.multiprocess:  # prometheus_client fails on a missing directory; make it instead
+            os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
         self.registry = registry or CollectorRegistry()
+        self._model_labels: tuple[str, str] | None = None
         r = self.registry
         self.requests = Counter("fer_http_requests", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=r)
@@ -33,16 +54,37 @@ class Metrics:
         self.no_face = Counter("fer_no_face", "Images in which no face was found", registry=r)
         self.images = Counter("fer_images_analyzed", "Images analysed, by source (api or ui)", ["source"],
                               registry=r)
+        # Across workers: a version is served if any live worker serves it; the app is ready only if
+        # every live worker is (one worker without a model fails a third of requests).
         self.model_info = Gauge("fer_model_info", "The model being served (value 1)", ["name", "version"],
-                                registry=r)
-        self.model_ready = Gauge("fer_model_ready", "1 when a model is loaded and serving", registry=r)
+                                registry=r, multiprocess_mode="livemax")
+        self.model_ready = Gauge("fer_model_ready", "1 when a model is loaded and serving", registry=r,
+                                 multiprocess_mode="livemin")
         self.model_load_failures = Counter("fer_model_load_failures", "Models that failed to load or were refused",
                                            registry=r)
 
     def set_model(self, name: str, version: str) -> None:
-        self.model_info.clear()
+        old, self._model_labels = self._model_labels, (name, version)
+        if old and old != self._model_labels:
+            if self.multiprocess:
+                self.model_info.labels(*old).set(0)  # a per-process file cannot forget a series
+            else:
+                self.model_info.remove(*old)
         self.model_info.labels(name=name, version=version).set(1)
         self.model_ready.set(1)
+
+    def exposition(self) -> bytes:
+        """The text format for `/metrics`: this process's metrics, or every worker's added up."""
+        if self.multiprocess:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """At worker exit: drop this process's live gauges (counters and histograms stay summed)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
     def record_analysis(self, analysis, source: str) -> None:
         self.images.labels(source=source).inc()

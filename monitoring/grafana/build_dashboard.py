@@ -78,7 +78,7 @@ def dashboard() -> dict:
              "min(fer_model_ready)", (4, 0, 4, 4), mappings=[{"type": "value", "options": {
                  "0": {"text": "NOT READY", "color": "red"}, "1": {"text": "READY", "color": "green"}}}],
              thresholds=RED_GREEN),
-        stat("Model version", "Name and registry version being served.", "max by (name, version) (fer_model_info)",
+        stat("Model version", "Name and registry version being served.", "max by (name, version) (fer_model_info) == 1",
              (8, 0, 6, 4), legend="{{name}} v{{version}}", text="name"),
         stat("Model load failures", "Models refused since start (corrupt file, failed smoke test).",
              "sum(fer_model_load_failures_total)", (14, 0, 4, 4),
