@@ -14,31 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-PHOTO = REPO / "fer" / "assets" / "examples" / "astronaut.jpg"
-
-
-def timeit(fn, n: int, warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def ms(samples: list[float], q: float) -> float:
-    return float(np.percentile(samples, q) * 1000)
+from _common import PHOTO, REPO, ms, start_app, stop_app, timeit
 
 
 def model_latency(artifact: Path, n: int) -> None:
@@ -69,23 +50,6 @@ def detection_latency(n: int) -> None:
     rgb = np.asarray(Image.open(REPO / "fer/assets/examples/grace_hopper.jpg").convert("RGB").resize((640, 480)))
     s = timeit(lambda: det.detect(rgb), n, warmup=5)
     print(f"face detection on 640x480 (YuNet, 1 face): p50 {ms(s, 50):.1f} ms, p99 {ms(s, 99):.1f} ms")
-
-
-def start_app(port: int) -> tuple[subprocess.Popen, float]:
-    import httpx
-
-    env = {**os.environ, "FER_PORT": str(port), "FER_LOG_LEVEL": "WARNING"}
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    while time.perf_counter() - t < 120:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc, time.perf_counter() - t
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("app did not become ready in 120 s")
 
 
 def http_load(port: int, requests: int, concurrency: int) -> None:
@@ -122,14 +86,13 @@ def main() -> None:
     print(f"{mv.ref}, {os.cpu_count()} CPUs")
     model_latency(mv.path, 500)
     detection_latency(100)
-    proc, cold = start_app(args.port)
+    proc, cold = start_app(args.port, FER_UI="true")  # cold start as users run it, with the UI
     try:
         print(f"cold start (python app.py to /ready 200): {cold:.1f} s")
         for c in (1, 8):
             http_load(args.port, args.requests, c)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_app(proc)
 
 
 if __name__ == "__main__":

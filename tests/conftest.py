@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ def fer2013(fer2013_csv):
 
 
 EXAMPLES = REPO / "fer" / "assets" / "examples"
+# The shipped production version, as the registry's alias file says (tests must not hard-code it).
+PRODUCTION_VERSION = str(json.loads((REPO / "models/registry/fer-resnet18/aliases.json").read_text())["production"])
 
 
 @pytest.fixture(scope="session")

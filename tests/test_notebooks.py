@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import FER_CSV, REPO
+from conftest import FER_CSV, PRODUCTION_VERSION, REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -43,5 +43,5 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         assert "best val_acc" in text
         assert any(Path(tmp_path / "out" / "notebook").glob("*.png"))
     if path.stem.startswith("03"):
-        assert "accuracy" in text and "fer-resnet18@1" in text
+        assert "accuracy" in text and f"fer-resnet18@{PRODUCTION_VERSION}" in text
     assert os.path.isdir(path.parent)

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import EXAMPLES, app_process
+from conftest import EXAMPLES, PRODUCTION_VERSION, app_process
 
 from fer.registry import open_registry
 
@@ -43,10 +43,10 @@ def test_promotion_swaps_model_under_load_without_failures(tmp_path):
         for t in threads:
             t.start()
         time.sleep(2)
-        reg.promote("fer-resnet18", v2.version)
+        reg.promote("fer-resnet18", v2.version, force=True)
         r = httpx.post(f"{url}/admin/reload", headers={"authorization": f"Bearer {TOKEN}"}, timeout=60)
         assert r.status_code == 200 and r.json() == {"status": "reloaded",
-                                                     "model": {"name": "fer-resnet18", "version": "2"}}
+                                                     "model": {"name": "fer-resnet18", "version": str(v2.version)}}
         time.sleep(2)
         stop.set()
         for t in threads:
@@ -54,8 +54,8 @@ def test_promotion_swaps_model_under_load_without_failures(tmp_path):
         metrics = httpx.get(f"{url}/metrics").text
 
     assert len(statuses) > 20 and set(statuses) == {200}, f"failed requests: {set(statuses)}"
-    assert versions[0] == "1" and versions[-1] == "2"
-    assert 'fer_model_info{name="fer-resnet18",version="2"} 1.0' in metrics
+    assert versions[0] == PRODUCTION_VERSION and versions[-1] == str(v2.version)
+    assert f'fer_model_info{{name="fer-resnet18",version="{v2.version}"}} 1.0' in metrics
 
 
 def test_corrupt_model_is_refused_and_old_keeps_serving(tmp_path):
@@ -72,17 +72,17 @@ def test_corrupt_model_is_refused_and_old_keeps_serving(tmp_path):
         assert "previous model keeps serving" in r.json()["detail"]
         photo = (EXAMPLES / "astronaut.jpg").read_bytes()
         ok = httpx.post(f"{url}/predict", files={"file": ("a.jpg", photo, "image/jpeg")}, timeout=30)
-        assert ok.status_code == 200 and ok.json()["model"]["version"] == "1"
+        assert ok.status_code == 200 and ok.json()["model"]["version"] == PRODUCTION_VERSION
         assert "fer_model_load_failures_total 1.0" in httpx.get(f"{url}/metrics").text
 
 
 def test_registry_polling_picks_up_promotion(tmp_path):
     reg, v2 = _registry_with_copy(tmp_path)
     with app_process(tmp_path, FER_RELOAD_INTERVAL="0.5", FER_UI="false") as url:
-        assert httpx.get(f"{url}/ready").json()["model"]["version"] == "1"
-        reg.promote("fer-resnet18", v2.version)
+        assert httpx.get(f"{url}/ready").json()["model"]["version"] == PRODUCTION_VERSION
+        reg.promote("fer-resnet18", v2.version, force=True)
         deadline = time.time() + 30
-        while httpx.get(f"{url}/ready").json()["model"]["version"] != "2":
+        while httpx.get(f"{url}/ready").json()["model"]["version"] != str(v2.version):
             assert time.time() < deadline, "promotion not picked up within 30 s"
             time.sleep(0.3)
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import pytest
 import yaml
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES, PRODUCTION_VERSION, REPO
 
 MON = REPO / "monitoring"
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -157,7 +157,7 @@ def test_app_logs_one_json_object_per_request_without_image_bytes(api_client):
     assert len(lines) == 2
     ok, bad = lines
     assert ok["request_id"] == "trace-123" and ok["route"] == "/predict" and ok["status"] == 200
-    assert ok["faces"] == 1 and ok["emotions"] == [r.json()["emotion"]] and ok["model_version"] == "1"
+    assert ok["faces"] == 1 and ok["emotions"] == [r.json()["emotion"]] and ok["model_version"] == PRODUCTION_VERSION
     assert isinstance(ok["latency_ms"], float) and ok["level"] == "INFO" and ok["time"].endswith("Z")
     assert bad["status"] == 415 and bad["error"]
     assert "secret-name" not in stream.getvalue() and len(stream.getvalue()) < 1000  # no bytes, no file names

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import EXAMPLES, app_process
+from conftest import EXAMPLES, PRODUCTION_VERSION, app_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,5 +40,5 @@ def test_two_workers_share_one_metrics_view(tmp_path):
             assert metric(text, 'fer_predictions_total{emotion="happy"}') == n
             assert metric(text, 'fer_http_requests_total{method="POST",route="/predict",status="200"}') == n
             assert metric(text, "fer_model_ready") == 1
-            assert metric(text, 'fer_model_info{name="fer-resnet18",version="1"}') == 1
+            assert metric(text, f'fer_model_info{{name="fer-resnet18",version="{PRODUCTION_VERSION}"}}') == 1
             assert metric(text, "fer_inference_duration_seconds_count") == n
