@@ -5,6 +5,7 @@
 2. Memory: resident memory of the app (all its processes) over 10,000 requests.
 3. Model swap under load: during a 2,000-request run a new version is promoted and the app is told
    to reload; every request must still succeed.
+4. Micro-batching: the same run with FER_BATCH_MAX_WAIT_MS off (0) and on (2 and 5 ms).
 
     python benchmarks/load_test.py [--requests 2000] [--concurrency 16] [--rss-requests 10000]
 
@@ -141,7 +142,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rss-requests", type=int, default=10000)
     ap.add_argument("--port", type=int, default=8797)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["workers", "memory", "swap"])
+    ap.add_argument("--batch-waits", default="0,2,5", help="FER_BATCH_MAX_WAIT_MS values to compare")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["workers", "memory", "swap", "batching"])
     args = ap.parse_args()
     os.chdir(REPO)
     print(f"{os.cpu_count()} CPUs, photo {PHOTO.name} (one face), numpy {np.__version__}", flush=True)
@@ -153,6 +155,10 @@ def main() -> None:
         memory(args.port, args.rss_requests, args.concurrency)
     if "swap" not in args.skip:
         swap_under_load(args.port, args.requests, args.concurrency)
+    if "batching" not in args.skip:
+        for wait in args.batch_waits.split(","):
+            print(f"micro-batching FER_BATCH_MAX_WAIT_MS={wait}:", end=" ", flush=True)
+            throughput(args.port, args.requests, args.concurrency, 1, FER_BATCH_MAX_WAIT_MS=wait)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class ServeSettings(BaseSettings):
     detector_threshold: float = Field(0.7, gt=0, lt=1)
     max_faces: int = Field(64, ge=1)
     model_threads: int = Field(1, ge=0)
+    batch_max_wait_ms: float = Field(0.0, ge=0, le=100)  # micro-batching across requests; 0 = off
+    batch_max_size: int = Field(32, ge=1)  # faces per batched model call
     ui: bool = True
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"  # one JSON object per line, for Fluentd
@@ -217,7 +219,9 @@ def load_service(settings: ServeSettings, mv=None) -> EmotionService:
         mv = mv or resolve_model(settings)
         svc = EmotionService.from_artifact(mv.path, name=mv.name, version=mv.version,
                                            threads=settings.model_threads,
-                                           score_threshold=settings.detector_threshold, max_faces=settings.max_faces)
+                                           score_threshold=settings.detector_threshold, max_faces=settings.max_faces,
+                                           batch_max_wait=settings.batch_max_wait_ms / 1000,
+                                           batch_max_size=settings.batch_max_size)
         # Smoke prediction: one grey crop must give a probability distribution over the labels.
         side = svc.predictor.input_size
         probs = svc.predictor.predict_proba(np.full((1, side, side), 128, dtype=np.uint8))
@@ -225,6 +229,7 @@ def load_service(settings: ServeSettings, mv=None) -> EmotionService:
         raise ModelRefused(f"model {settings.model} refused: {type(e).__name__}: {e}") from e
     if probs.shape != (1, len(svc.predictor.labels)) or not np.isfinite(probs).all() or \
             abs(float(probs.sum()) - 1) > 1e-3:
+        svc.close()
         raise ModelRefused(f"model {mv.ref} refused: smoke prediction is not a probability distribution")
     return svc
 
@@ -268,6 +273,8 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
                 log.error("model load refused (%s keeps serving): %s", serving, e)
                 raise ModelRefused(str(e)) from e
             app.state.service = new
+            if current is not None:
+                current.close()  # its batcher finishes what is queued; later calls run unbatched
             metrics.set_model(new.predictor.name, new.predictor.version)
             log.info("now serving %s@%s", new.predictor.name, new.predictor.version)
             return {"status": "reloaded", "model": {"name": new.predictor.name, "version": new.predictor.version}}

@@ -76,7 +76,9 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict(self, faces: np.ndarray) -> list[Prediction]:
-        probs = self.predict_proba(faces)
+        return self.predictions(self.predict_proba(faces))
+
+    def predictions(self, probs: np.ndarray) -> list[Prediction]:
         return [
             Prediction(self.labels[int(p.argmax())], float(p.max()),
                        {lab: float(v) for lab, v in zip(self.labels, p, strict=True)})
@@ -119,17 +121,29 @@ class EmotionService:
     The one object behind both the REST API and the UI.
     """
 
-    def __init__(self, predictor: Predictor, detector):
+    def __init__(self, predictor: Predictor, detector, batcher=None):
         self.predictor = predictor
         self.detector = detector
+        self.batcher = batcher  # a MicroBatcher over predictor.predict_proba, or None
 
     @classmethod
     def from_artifact(cls, artifact_dir: Path | str, name: str | None = None, version: str | int | None = None,
-                      threads: int = 1, score_threshold: float = 0.7, max_faces: int = 64) -> EmotionService:
+                      threads: int = 1, score_threshold: float = 0.7, max_faces: int = 64,
+                      batch_max_wait: float = 0.0, batch_max_size: int = 32) -> EmotionService:
+        """`batch_max_wait` > 0 turns on micro-batching across concurrent requests (fer.batching)."""
         from fer.faces import FaceDetector
 
         predictor = Predictor(artifact_dir, threads=threads, name=name, version=version)
-        return cls(predictor, FaceDetector(predictor.input_size, score_threshold, max_faces))
+        batcher = None
+        if batch_max_wait > 0:
+            from fer.batching import MicroBatcher
+
+            batcher = MicroBatcher(predictor.predict_proba, batch_max_size, batch_max_wait)
+        return cls(predictor, FaceDetector(predictor.input_size, score_threshold, max_faces), batcher)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     def analyze(self, rgb: np.ndarray) -> Analysis:
         import time
@@ -139,7 +153,9 @@ class EmotionService:
         t1 = time.perf_counter()
         results = []
         if faces:
-            preds = self.predictor.predict(np.stack([f.crop for f in faces]))
+            crops = np.stack([f.crop for f in faces])
+            probs = self.batcher(crops) if self.batcher else self.predictor.predict_proba(crops)
+            preds = self.predictor.predictions(probs)
             results = [
                 FaceResult({"x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3]}, p.emotion,
                            p.confidence, p.probabilities, f.score)
