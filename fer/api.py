@@ -100,7 +100,7 @@ class PredictionOut(BaseModel):
         "faces": [{"box": {"x": 178, "y": 63, "w": 90, "h": 113}, "emotion": "happy", "confidence": 0.91,
                    "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.91, "sad": 0.01,
                                      "surprise": 0.02, "neutral": 0.03}, "detection_score": 0.93}],
-        "image": {"width": 512, "height": 512}, "model": {"name": "fer-resnet18", "version": "1"},
+        "image": {"width": 512, "height": 512}, "model": {"name": "fer-resnet18", "version": "2"},
         "timings_ms": {"detect": 16.0, "inference": 2.1}}]}}
 
 
