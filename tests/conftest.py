@@ -149,46 +149,54 @@ class LiveApp(str):
 
 
 @contextlib.contextmanager
-def app_process(workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", port: int | None = None,
-                **env_vars: str):
-    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL.
-
-    It is up once `wait_for` answers 200 (`/health` for an app expected to start without a model).
-    """
+def managed_process(cmd: list[str], log_path: Path, ready_url: str, timeout: float = 120, **popen_kw):
+    """Start `cmd` (output to `log_path`), wait until `ready_url` answers 200, stop it afterwards."""
     import subprocess
-    import sys
     import time
     import urllib.request
 
-    port = port or free_port()
-    log_path = workdir / f"app-{port}.log"
-    env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
-           "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
     with open(log_path, "a") as log:  # "a": a restart on the same port keeps the first log
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = LiveApp(f"http://127.0.0.1:{port}")
-    url.proc, url.log_path = proc, log_path
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen_kw)
+    name = Path(cmd[1] if "python" in Path(cmd[0]).name else cmd[0]).name  # "app.py", "prometheus"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             if time.time() > deadline:
-                pytest.fail(f"app not ready within 120 s:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{name} not ready within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{url}{wait_for}", timeout=2) as r:
+                with urllib.request.urlopen(ready_url, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 time.sleep(0.3)
-        yield url
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def app_process(workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", port: int | None = None,
+                **env_vars: str):
+    """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL.
+
+    It is up once `wait_for` answers 200 (`/health` for an app expected to start without a model).
+    """
+    import sys
+
+    port = port or free_port()
+    log_path = workdir / f"app-{port}.log"
+    env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
+           "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
+    url = LiveApp(f"http://127.0.0.1:{port}")
+    with managed_process([sys.executable, "app.py"], log_path, f"{url}{wait_for}", cwd=app_dir, env=env) as proc:
+        url.proc, url.log_path = proc, log_path
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,13 @@ import email.policy
 import io
 import json
 import math
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import EXAMPLES, REPO, app_process, free_port, require_binary
+from conftest import EXAMPLES, REPO, app_process, free_port, managed_process, require_binary
 from PIL import Image
 
 pytestmark = [
@@ -87,32 +85,6 @@ def smtp_server(inbox: Inbox):
         yield controller.port
     finally:
         controller.stop()
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], log_path: Path, ready_url: str, timeout: float = 60):
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{cmd[0]} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.time() > deadline:
-                pytest.fail(f"{cmd[0]} not ready within {timeout} s:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(ready_url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def prometheus_config(tmp: Path, app_port: int, prom_port: int, am_port: int) -> Path:
@@ -197,11 +169,11 @@ def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_pa
 
     with contextlib.ExitStack() as stack:
         smtp_port = stack.enter_context(smtp_server(inbox))
-        stack.enter_context(process(
+        stack.enter_context(managed_process(
             [alertmanager, f"--config.file={alertmanager_config(tmp_path, smtp_port)}",
              f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
              "--cluster.listen-address="], tmp_path / "alertmanager.log", f"{am}/-/ready"))
-        stack.enter_context(process(
+        stack.enter_context(managed_process(
             [prometheus, f"--config.file={prometheus_config(tmp_path, app_port, prom_port, am_port)}",
              f"--storage.tsdb.path={tmp_path / 'prom-data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
             tmp_path / "prometheus.log", f"{prom}/-/ready"))
