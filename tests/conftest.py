@@ -141,6 +141,18 @@ def require_binary(path: str, why: str) -> str:
     pytest.skip(f"{path} not installed ({why}); `make test` installs it")
 
 
+def require_module(name: str, why: str):
+    """The imported module; a skip when absent locally, a failure in CI (CI=true), like require_binary."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Python package {name} is required in CI ({why}); requirements-dev.txt installs it")
+        pytest.skip(f"{name} not installed ({why}); `make test` installs it")
+
+
 class LiveApp(str):
     """The URL of an app started by `app_process`, with its process and log file."""
 

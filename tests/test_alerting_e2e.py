@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import EXAMPLES, REPO, app_process, free_port, managed_process, require_binary
+from conftest import EXAMPLES, REPO, app_process, free_port, managed_process, require_binary, require_module
 from PIL import Image
 
 pytestmark = [
@@ -161,7 +161,7 @@ def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_pa
     prometheus = require_binary("prometheus", "the end-to-end alerting test (Debian package prometheus)")
     alertmanager = require_binary("prometheus-alertmanager",
                                   "the end-to-end alerting test (Debian package prometheus-alertmanager)")
-    pytest.importorskip("aiosmtpd", reason="the SMTP server of the alerting test; in requirements-dev.txt")
+    require_module("aiosmtpd", "the SMTP server that receives the alert email")
     app_port, prom_port, am_port = free_port(), free_port(), free_port()
     prom, am = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
     inbox = Inbox()
