@@ -499,6 +499,8 @@ def serve(settings: ServeSettings | None = None, app: FastAPI | None = None) -> 
             stale.unlink()
         os.environ[MULTIPROC_ENV] = str(mp_dir)
         # Several workers need an import string; each worker builds its own app from the env.
-        uvicorn.run("app:app", workers=settings.workers, **common)
+        # app_dir: app.py's folder, so `fer serve --workers 2` works from any directory.
+        uvicorn.run("app:app", workers=settings.workers, app_dir=str(Path(__file__).resolve().parent.parent),
+                    **common)
     else:
         uvicorn.run(app or create_app(settings), **common)

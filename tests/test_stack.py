@@ -126,6 +126,11 @@ def test_fluentd_receives_docker_logs_and_parses_the_apps_json_lines():
     tag = logging_opts["options"]["tag"]
     assert f"<filter {tag}>" in conf and re.search(r"key_name log\b", conf) and "@type json" in conf
     assert re.search(r"<match fer\.\*\*>\s*@type file", conf)  # the durable output
+    assert re.search(r"<match \*\*>\s*@type file", conf)  # and the other containers' lines
+    for name, svc in SERVICES.items():  # every container of the default stack logs to Fluentd
+        if name != "fluentd" and "profiles" not in svc:
+            assert svc["logging"]["driver"] == "fluentd", name
+            assert svc["logging"]["options"]["fluentd-address"].endswith(f":{forward[1]}"), name
     # The parser's time format must read the app's timestamps.
     time_format = re.search(r"time_format (\S+)", conf)[1]
     from fer.config import JsonLogFormatter
