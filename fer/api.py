@@ -152,11 +152,13 @@ class UploadGuard:
         # The Gradio UI enforces its own upload limit (max_file_size) in its own error format.
         if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
             return await self.app(scope, receive, send)
-        received = 0
+        received, body_done = 0, False
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
 
         async def guarded_receive():
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # after the body only a disconnect can come, whenever it comes: no timer
+                return await receive()
             if declared.isdigit() and int(declared) > self.max_bytes:
                 raise BodyTooLarge(self.max_bytes)
             try:
@@ -166,6 +168,7 @@ class UploadGuard:
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise BodyTooLarge(self.max_bytes)
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         await self.app(scope, guarded_receive, send)

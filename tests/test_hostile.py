@@ -246,3 +246,16 @@ def test_server_never_answered_500_and_stays_healthy(server):
     assert 'status="5' not in metrics.replace('status="503"', ""), "a request was answered 5xx"
     assert 'status="503"' not in metrics
     assert httpx.post(f"{server}/predict", files={"file": ("a.jpg", JPEG, "image/jpeg")}).json()["emotion"] == "happy"
+
+
+def test_stall_timer_stops_once_the_body_is_in(tmp_path):
+    # Over real HTTP (uvicorn): a handler slower than FER_BODY_TIMEOUT, here a forced model reload,
+    # must not be cut off. After the body, a receive() only waits for a disconnect: no timer.
+    token = "test-only-admin-token-stall-check"
+    with app_process(tmp_path, FER_UI="false", FER_BODY_TIMEOUT="0.05", FER_ADMIN_TOKEN=token) as url:
+        start = time.perf_counter()
+        r = httpx.post(f"{url}/admin/reload?force=true", headers={"authorization": f"Bearer {token}"}, timeout=60)
+        assert r.status_code == 200 and r.json()["status"] == "reloaded", r.text
+        assert time.perf_counter() - start > 0.05  # the handler did outlast the stall timer
+        r = httpx.post(f"{url}/predict", files={"file": ("a.jpg", JPEG, "image/jpeg")}, timeout=60)
+        assert r.status_code == 200
