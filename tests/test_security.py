@@ -43,14 +43,15 @@ def test_cors_origins_come_from_the_environment(monkeypatch):
 
 
 def test_rate_limit_answers_429_with_retry_after(shipped_service):
-    settings = ServeSettings(ui=False, rate_limit_per_minute=30, rate_limit_burst=3)
+    # 2 a minute: the bucket refills one request per 30 s, far slower than this test runs.
+    settings = ServeSettings(ui=False, rate_limit_per_minute=2, rate_limit_burst=3)
     with TestClient(create_app(settings, service=shipped_service)) as c:
         empty = {"file": ("a.jpg", b"", "image/jpeg")}  # cheap: refused as empty once admitted
         assert [c.post("/predict", files=empty).status_code for _ in range(3)] == [400, 400, 400]
         r = c.post("/predict", files=empty)
         assert r.status_code == 429 and r.json()["error"] == "rate_limited"
-        assert 1 <= int(r.headers["retry-after"]) <= 2  # 30/min: one token every 2 s
-        assert "30 requests a minute" in r.json()["detail"]
+        assert 1 <= int(r.headers["retry-after"]) <= 30
+        assert "2 requests a minute" in r.json()["detail"]
         assert c.get("/health").status_code == 200  # only /predict is limited
         assert 'route="/predict",status="429"} 1.0' in c.get("/metrics").text
 
@@ -63,9 +64,9 @@ def test_rate_limit_is_off_by_default(closed_client):
 def test_rate_limiter_refills_and_forgets_old_clients():
     from fer.api import RateLimiter
 
-    rl = RateLimiter(per_minute=600, burst=2)  # 10 a second
+    rl = RateLimiter(per_minute=60, burst=2)  # one a second
     assert rl.check("a") == 0 and rl.check("a") == 0
-    assert 0 < rl.check("a") <= 0.1
+    assert 0 < rl.check("a") <= 1
     assert rl.check("b") == 0  # per client
     rl.MAX_CLIENTS = 3
     for c in "cdef":
