@@ -15,7 +15,7 @@ RUN python -m venv /opt/venv \
 # --- runtime: the venv, the package, the shipped model; non-root ---------------------------------
 FROM python:3.11-slim
 # FER_WORKERS=1: one worker already keeps two cores busy (detection and inference release the
-# GIL; docs/benchmarks.md measured 2 workers at 1.00x on 2 cores); raise it by one per 2 cores.
+# GIL; docs/benchmarks.md measured 2 workers at 0.99x on 2 cores); raise it by one per 2 cores.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,7 +5,8 @@
 2. Memory: resident memory of the app (all its processes) over 10,000 requests.
 3. Model swap under load: during a 2,000-request run a new version is promoted and the app is told
    to reload; every request must still succeed.
-4. Micro-batching: the same run with FER_BATCH_MAX_WAIT_MS off (0) and on (2 and 5 ms).
+4. Micro-batching: the same run with FER_BATCH_MAX_WAIT_MS off (0) and on (2 and 5 ms), for the
+   production (int8) model and for its fp32 parent.
 
     python benchmarks/load_test.py [--requests 2000] [--concurrency 16] [--rss-requests 10000]
 
@@ -143,6 +144,8 @@ def main() -> None:
     ap.add_argument("--rss-requests", type=int, default=10000)
     ap.add_argument("--port", type=int, default=8797)
     ap.add_argument("--batch-waits", default="0,2,5", help="FER_BATCH_MAX_WAIT_MS values to compare")
+    ap.add_argument("--batch-models", default="fer-resnet18@production,fer-resnet18@1",
+                    help="models to compare micro-batching on")
     ap.add_argument("--skip", nargs="*", default=[], choices=["workers", "memory", "swap", "batching"])
     args = ap.parse_args()
     os.chdir(REPO)
@@ -156,9 +159,10 @@ def main() -> None:
     if "swap" not in args.skip:
         swap_under_load(args.port, args.requests, args.concurrency)
     if "batching" not in args.skip:
-        for wait in args.batch_waits.split(","):
-            print(f"micro-batching FER_BATCH_MAX_WAIT_MS={wait}:", end=" ", flush=True)
-            throughput(args.port, args.requests, args.concurrency, 1, FER_BATCH_MAX_WAIT_MS=wait)
+        for model in args.batch_models.split(","):
+            for wait in args.batch_waits.split(","):
+                print(f"micro-batching {model} FER_BATCH_MAX_WAIT_MS={wait}:", end=" ", flush=True)
+                throughput(args.port, args.requests, args.concurrency, 1, FER_BATCH_MAX_WAIT_MS=wait, FER_MODEL=model)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_rate_limit_is_off_by_default(closed_client):
 
 
 def test_rate_limiter_refills_and_forgets_old_clients():
-    from fer.api import RateLimiter
+    from fer.guards import RateLimiter
 
     rl = RateLimiter(per_minute=60, burst=2)  # one a second
     assert rl.check("a") == 0 and rl.check("a") == 0
