@@ -216,12 +216,10 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
     async def lifespan(app: FastAPI):
         if app.state.service is None:
             try:
-                await reload_model()
-            except ModelRefused:
-                pass  # a bad model must not stop the app: /ready answers 503 until one loads
-        if app.state.service is None:
-            metrics.model_ready.set(0)
-        else:
+                await reload_model()  # sets the model metrics when it loads one
+            except ModelRefused:  # a bad model must not stop the app: /ready answers 503 until one loads
+                metrics.model_ready.set(0)
+        else:  # injected (tests)
             p = app.state.service.predictor
             metrics.set_model(p.name, p.version)
         poller = asyncio.create_task(poll_registry()) if settings.reload_interval > 0 else None
@@ -238,18 +236,18 @@ def create_app(settings: ServeSettings | None = None, service: EmotionService | 
     )
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst) \
         if settings.rate_limit_per_minute else None
+    body_limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope on top of the file
     # Added before the logging middleware below, so it runs inside it: its 408s are logged and counted.
-    # The multipart envelope gets 64 KiB on top of the file itself.
-    app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes + 64 * 1024, timeout=settings.body_timeout)
+    app.add_middleware(UploadGuard, max_bytes=body_limit, timeout=settings.body_timeout)
     if settings.cors_origins:  # closed unless origins are configured: no CORS headers at all
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization", "x-request-id"],
                            expose_headers=["x-request-id"], max_age=600)
-    # Starlette spools multipart files over 1 MiB to a temporary file on disk; uploads are bounded
-    # by max_body_size, so keep them in memory: an upload is never written to disk.
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 64 * 1024)
+    # Starlette spools multipart files over 1 MiB to a temporary file on disk; UploadGuard bounds
+    # bodies to body_limit, so keep them in memory: an upload is never written to disk.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit)
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
@@ -398,8 +396,8 @@ def _mount_ui(app: FastAPI) -> None:
                         theme=gr.themes.Soft(), max_file_size=app.state.settings.max_upload_bytes)
 
 
-def serve(settings: ServeSettings | None = None, app: FastAPI | None = None) -> None:
-    """Run the app with uvicorn (`python app.py`, `fer serve`); `app` saves building it twice."""
+def serve(settings: ServeSettings | None = None) -> None:
+    """Run the app with uvicorn (`python app.py`, `fer serve`)."""
     import uvicorn
 
     from fer.config import setup_logging
@@ -428,4 +426,4 @@ def serve(settings: ServeSettings | None = None, app: FastAPI | None = None) -> 
         uvicorn.run("app:app", workers=settings.workers, app_dir=str(Path(__file__).resolve().parent.parent),
                     **common)
     else:
-        uvicorn.run(app or create_app(settings), **common)
+        uvicorn.run(create_app(settings), **common)

@@ -165,6 +165,8 @@ class JsonLogFormatter(logging.Formatter):
     Structured fields come from `extra={"fields": {...}}`; they are merged into the object.
     """
 
+    converter = time.gmtime  # timestamps in UTC, so the "Z" they end with is true
+
     def format(self, record: logging.LogRecord) -> str:
         out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
@@ -189,8 +191,5 @@ class TextLogFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure root logging; called only by entry points. `fmt` is "text" or "json"."""
     handler = logging.StreamHandler()
-    formatter = JsonLogFormatter() if fmt == "json" else TextLogFormatter()
-    if fmt == "json":
-        formatter.converter = time.gmtime  # the "Z" in the timestamp must be true
-    handler.setFormatter(formatter)
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else TextLogFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
