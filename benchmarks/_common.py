@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,30 +30,34 @@ def ms(samples: list[float], q: float) -> float:
     return float(np.percentile(samples, q) * 1000)
 
 
-def start_app(port: int, **env: str) -> tuple[subprocess.Popen, float]:
-    """`python app.py` on 127.0.0.1:`port` with extra FER_* settings; returns it and its cold start."""
+@contextlib.contextmanager
+def running_app(port: int, **env: str):
+    """`python app.py` on 127.0.0.1:`port` with extra FER_* settings, stopped afterwards.
+
+    Yields the process and its cold start (seconds from launch to `/ready` answering 200).
+    """
     import httpx
 
     full_env = {**os.environ, "FER_PORT": str(port), "FER_LOG_LEVEL": "WARNING", "FER_UI": "false", **env}
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    while time.perf_counter() - t < 120:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc, time.perf_counter() - t
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("app did not become ready in 120 s")
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        while True:
+            if time.perf_counter() - t > 120:
+                raise SystemExit("app did not become ready in 120 s")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield proc, time.perf_counter() - t
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def rss_mib(pid: int) -> float:

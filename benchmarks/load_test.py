@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import PHOTO, REPO, ms, rss_mib, start_app, stop_app
+from _common import PHOTO, REPO, ms, rss_mib, running_app
 
 ADMIN_TOKEN = "load-test-only-admin-token-0123"
 
@@ -73,20 +72,16 @@ def report(label: str, r: dict, requests: int, concurrency: int) -> None:
 
 
 def throughput(port: int, requests: int, concurrency: int, workers: int, **env) -> dict:
-    proc, _ = start_app(port, FER_WORKERS=str(workers), **env)
-    try:
+    with running_app(port, FER_WORKERS=str(workers), **env):
         url = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(url, 50, concurrency))  # warm-up: sessions, detectors, connections
         r = asyncio.run(run_load(url, requests, concurrency))
-        report(f"{workers} worker(s)", r, requests, concurrency)
-        return r
-    finally:
-        stop_app(proc)
+    report(f"{workers} worker(s)", r, requests, concurrency)
+    return r
 
 
 def memory(port: int, requests: int, concurrency: int) -> None:
-    proc, _ = start_app(port)
-    try:
+    with running_app(port) as (proc, _):
         url = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(url, 200, concurrency))  # warm-up: allocator pools and caches fill first
         base = rss_mib(proc.pid)
@@ -102,39 +97,30 @@ def memory(port: int, requests: int, concurrency: int) -> None:
               + f"; growth {samples[-1][1] - base:+.1f} MiB; errors {r['errors']}", flush=True)
         half = samples[len(samples) // 2][1]
         print(f"  second half growth {samples[-1][1] - half:+.1f} MiB", flush=True)
-    finally:
-        stop_app(proc)
 
 
 def swap_under_load(port: int, requests: int, concurrency: int) -> None:
     from fer.registry import open_registry
 
-    tmp = Path(tempfile.mkdtemp(prefix="fer-load-"))
-    try:
-        proc, _ = start_app(port, FER_REGISTRY_DIR=str(tmp / "registry"), FER_ADMIN_TOKEN=ADMIN_TOKEN)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            reg = open_registry(tmp / "registry")
-            shipped = reg.resolve("fer-resnet18@production")
-            swapped = {}
+    with tempfile.TemporaryDirectory(prefix="fer-load-") as tmp, \
+            running_app(port, FER_REGISTRY_DIR=f"{tmp}/registry", FER_ADMIN_TOKEN=ADMIN_TOKEN):
+        url = f"http://127.0.0.1:{port}"
+        reg = open_registry(Path(tmp) / "registry")
+        shipped = reg.resolve("fer-resnet18@production")
+        swapped = {}
 
-            async def during(i: int, client: httpx.AsyncClient) -> None:
-                if i == requests // 2 and not swapped:
-                    swapped["at"] = i
-                    # Register a second version (the same weights, a new version number) and promote it.
-                    mv = await asyncio.to_thread(reg.register, "fer-resnet18", shipped.path)
-                    await asyncio.to_thread(reg.promote, "fer-resnet18", mv.version, force=True)
-                    r = await client.post("/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-                    swapped["reload"] = r.json()
+        async def during(i: int, client: httpx.AsyncClient) -> None:
+            if i == requests // 2 and not swapped:
+                swapped["at"] = i
+                # Register a second version (the same weights, a new version number) and promote it.
+                mv = await asyncio.to_thread(reg.register, "fer-resnet18", shipped.path)
+                await asyncio.to_thread(reg.promote, "fer-resnet18", mv.version, force=True)
+                r = await client.post("/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+                swapped["reload"] = r.json()
 
-            r = asyncio.run(run_load(url, requests, concurrency, during=during))
-            report("model swap under load", r, requests, concurrency)
-            print(f"  reload at request {swapped['at']}: {swapped['reload']}; answers by version {r['versions']}",
-                  flush=True)
-        finally:
-            stop_app(proc)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        r = asyncio.run(run_load(url, requests, concurrency, during=during))
+    report("model swap under load", r, requests, concurrency)
+    print(f"  reload at request {swapped['at']}: {swapped['reload']}; answers by version {r['versions']}", flush=True)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import PHOTO, REPO, ms, start_app, stop_app, timeit
+from _common import PHOTO, REPO, ms, running_app, timeit
 
 
 def model_latency(artifact: Path, n: int) -> None:
@@ -86,13 +86,10 @@ def main() -> None:
     print(f"{mv.ref}, {os.cpu_count()} CPUs")
     model_latency(mv.path, 500)
     detection_latency(100)
-    proc, cold = start_app(args.port, FER_UI="true")  # cold start as users run it, with the UI
-    try:
+    with running_app(args.port, FER_UI="true") as (_, cold):  # cold start as users run it, with the UI
         print(f"cold start (python app.py to /ready 200): {cold:.1f} s")
         for c in (1, 8):
             http_load(args.port, args.requests, c)
-    finally:
-        stop_app(proc)
 
 
 if __name__ == "__main__":
