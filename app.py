@@ -4,10 +4,11 @@ With FER_WORKERS > 1 each worker process imports this module as `app` and builds
 so logging is set up here for them (`serve()` does it for the main process).
 """
 
-from fer.api import ServeSettings, create_app, serve
-from fer.config import setup_logging
+from fer.config import Settings, setup_logging
+from fer.serving.app import create_app
+from fer.serving.server import serve
 
-settings = ServeSettings()
+settings = Settings()
 
 if __name__ == "__main__":
     serve(settings)  # builds the app itself, or, with several workers, has each import this module

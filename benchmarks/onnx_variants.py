@@ -64,7 +64,7 @@ def main() -> None:
               "int8-dynamic": quantize_dynamic_int8(fp32, out / "int8_dynamic.onnx")}
     x = pred.preprocess(test.x)
     one, sixteen = x[:1], x[:16]
-    print(f"{mv.ref} ({pred.meta['arch']}), PrivateTest {len(test)} faces, {os.cpu_count()} CPUs")
+    print(f"{mv.ref} ({pred.meta.arch}), PrivateTest {len(test)} faces, {os.cpu_count()} CPUs")
     print(f"{'variant':<34} {'MB':>5} {'acc':>7} {'b1 p50 ms':>10} {'b16 ms/face':>12}")
     base_acc = None
     for kind, path in models.items():

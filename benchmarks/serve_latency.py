@@ -33,11 +33,11 @@ def model_latency(artifact: Path, n: int) -> None:
     face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
     ort = timeit(lambda: pred.logits(face), n)
     # Latency does not depend on the weights' values: same architecture, eval mode, no grad.
-    model = build_model(pred.meta["arch"]).eval()
+    model = build_model(pred.meta.arch).eval()
     x = torch.from_numpy(pred.preprocess(face))
     with torch.inference_mode():
         eager = timeit(lambda: model(x), n)
-    print(f"model per face (batch 1, 1 thread, {pred.meta['arch']}): ONNX Runtime p50 {ms(ort, 50):.2f} ms, "
+    print(f"model per face (batch 1, 1 thread, {pred.meta.arch}): ONNX Runtime p50 {ms(ort, 50):.2f} ms, "
           f"PyTorch eager p50 {ms(eager, 50):.2f} ms -> {statistics.median(eager) / statistics.median(ort):.1f}x")
 
 

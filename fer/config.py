@@ -144,18 +144,79 @@ def save_config(cfg: BaseModel, path: Path) -> None:
 
 
 class Settings(BaseSettings):
-    """Runtime settings from `FER_*` environment variables, read only when asked for."""
+    """Every runtime setting, from `FER_*` environment variables or passed in explicitly.
 
-    model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore")
+    Entry points (`app.py`, `fer` commands) build one and hand it down; library modules never read
+    the environment themselves. Services' own variables (ClearML, Neptune, Prometheus) are read
+    here too, under their usual names.
+    """
 
-    data: str | None = None
-    registry_dir: str = ".fer/registry"  # writable registry; the shipped one is layered beneath
+    model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore", populate_by_name=True)
+
+    # --- data, caches, registry ---
+    data: str | None = None  # FER-2013 CSV(.gz) or image folder
+    cache: str = str(Path.home() / ".cache" / "fer")  # decoded-data cache and downloaded models
+    registry: str = "local"  # local, clearml, or auto: ClearML when its credentials are set
+    registry_dir: str = ".fer/registry"  # writable local registry; the shipped one is layered beneath
+    clearml_project: str = "fer"
     model: str = "fer-resnet18@production"
+    # --- serving ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    detector_threshold: float = Field(0.7, gt=0, lt=1)
+    max_faces: int = Field(64, ge=1)
+    model_threads: int = Field(1, ge=0)
+    batch_max_wait_ms: float = Field(0.0, ge=0, le=100)  # micro-batching across requests; 0 = off
+    batch_max_size: int = Field(32, ge=1)  # faces per batched model call
+    ui: bool = True
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"  # one JSON object per line, for Fluentd
+    admin_token: str | None = None  # enables POST /admin/reload; no default, never committed
+    reload_interval: float = Field(0.0, ge=0)  # seconds between registry polls; 0 = off
+    body_timeout: float = Field(30.0, gt=0)  # seconds the next chunk of a request body may take
+    cors_origins: list[str] = []  # browser origins allowed to call the API; none by default
+    rate_limit_per_minute: int = Field(0, ge=0)  # POST /predict per client address; 0 = off
+    rate_limit_burst: int = Field(20, ge=1)  # requests a client may send at once before limiting
+    # --- other services' own variables ---
+    metrics_multiproc_dir: str | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    clearml_api_host: str | None = Field(None, validation_alias="CLEARML_API_HOST")
+    clearml_api_access_key: str | None = Field(None, validation_alias="CLEARML_API_ACCESS_KEY")
+    clearml_api_secret_key: str | None = Field(None, validation_alias="CLEARML_API_SECRET_KEY")
+    clearml_config_file: str | None = Field(None, validation_alias="CLEARML_CONFIG_FILE")
+    clearml_cache_dir: str | None = Field(None, validation_alias="CLEARML_CACHE_DIR")
+    neptune_project: str | None = Field(None, validation_alias="NEPTUNE_PROJECT")
+    neptune_api_token: str | None = Field(None, validation_alias="NEPTUNE_API_TOKEN")
+    neptune_mode: str | None = Field(None, validation_alias="NEPTUNE_MODE")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) < 16 or v.lower() in {"changeme", "admin", "password", "secret"}):
+            raise ValueError("FER_ADMIN_TOKEN must be at least 16 characters and not a default word")
+        return v
+
+    @property
+    def clearml_online(self) -> bool:
+        """A ClearML server is configured (API host and credentials)."""
+        return bool(self.clearml_api_host and self.clearml_api_access_key and self.clearml_api_secret_key)
+
+    def to_env(self) -> dict[str, str]:
+        """The `FER_*` variables that rebuild these settings in another process (uvicorn workers)."""
+        out = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or field.validation_alias:
+                continue
+            out[f"FER_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        return out
 
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process's settings, read from the environment once; for entry points only."""
     return Settings()
 
 

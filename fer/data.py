@@ -65,9 +65,12 @@ class Dataset:
         return self.splits[name]
 
 
+DEFAULT_CACHE = Path.home() / ".cache" / "fer"  # `FER_CACHE` (Settings.cache) overrides it
+
+
 def resolve_data_path(path: str | Path | None) -> Path:
-    """The data path from the argument, else `FER_DATA`, with a helpful error when missing."""
-    raw = path or os.environ.get("FER_DATA")
+    """The data path (callers pass `--data` or `Settings.data`), with a helpful error when missing."""
+    raw = path
     if not raw:
         raise DataError(
             "no data given: pass --data PATH (or set FER_DATA) to fer2013.csv[.gz] or to a folder "
@@ -79,18 +82,21 @@ def resolve_data_path(path: str | Path | None) -> Path:
     return p
 
 
-def load_dataset(path: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_dataset(path: str | Path | None, val_fraction: float = 0.1, seed: int = 0,
+                 cache_dir: Path | str | None = None) -> Dataset:
     """Load FER-2013 from a Kaggle CSV (plain or .gz) or an image-folder tree.
 
     Args:
-        path: file or folder; `FER_DATA` when None.
+        path: file or folder.
         val_fraction: share of train held out (stratified) when the layout has no PublicTest.
         seed: seed of that held-out split.
+        cache_dir: where the decoded CSV is kept, keyed by the file's checksum (default
+            `~/.cache/fer`); it survives between runs, so only the first parse costs ~10 s.
     """
     p = resolve_data_path(path)
     if p.is_dir():
         return _load_folders(p, val_fraction, seed)
-    return _load_csv_cached(p, val_fraction, seed)
+    return _load_csv_cached(p, val_fraction, seed, Path(cache_dir or DEFAULT_CACHE))
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -104,15 +110,11 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FER_CACHE", Path.home() / ".cache" / "fer"))
-
-
-def _load_csv_cached(path: Path, val_fraction: float, seed: int) -> Dataset:
+def _load_csv_cached(path: Path, val_fraction: float, seed: int, cache_dir: Path) -> Dataset:
     # Parsing 83M pixel values takes ~10 s; a decoded copy keyed by the file's checksum makes
     # every later run (training, evaluation, tests) start in well under a second.
     checksum = sha256_file(path)
-    cache = _cache_dir() / f"fer2013-{checksum[:16]}.npz"
+    cache = cache_dir / f"fer2013-{checksum[:16]}.npz"
     if cache.is_file():
         try:
             with np.load(cache) as z:

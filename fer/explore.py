@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,11 @@ def demo_dataset(n_per_class: int = 30, seed: int = 0) -> Dataset:
 
 
 def load_or_demo(path: str | Path | None = None) -> tuple[Dataset, bool]:
-    """FER-2013 from `path`, `FER_DATA` or ../shared; the synthetic set when none exists. Returns (data, real)."""
-    for candidate in (path, os.environ.get("FER_DATA"), DEFAULT_DATA):
+    """FER-2013 from `path` (a notebook passes `FER_DATA`) or ../shared; the synthetic set when none exists.
+
+    Returns (data, real).
+    """
+    for candidate in (path, DEFAULT_DATA):
         if candidate and Path(candidate).exists():
             return load_dataset(candidate), True
     return demo_dataset(), False

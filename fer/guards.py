@@ -1,6 +1,6 @@
 """Request guards in front of the API: streamed body limits, a stall timer, a per-client rate limit.
 
-Kept apart from `fer.api` so the routes read as routes; `create_app` installs these.
+Kept apart from the routes so they read as routes; `fer.serving.app.create_app` installs these.
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@ Needs only numpy and onnxruntime (no torch), so the serving image stays small.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
+
+from fer.artifact import ONNX_FILE, ArtifactMeta, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,19 @@ class Predictor:
         import onnxruntime as ort
 
         self.artifact_dir = Path(artifact_dir)
-        self.meta: dict[str, Any] = json.loads((self.artifact_dir / "meta.json").read_text())
-        self.labels: list[str] = list(self.meta["labels"])
-        self.input_size: int = int(self.meta.get("input_size", 48))
-        norm = self.meta["normalize"]
-        self._scale = float(norm.get("scale", 1 / 255)) / float(norm["std"])
-        self._shift = float(norm["mean"]) / float(norm["std"])
-        self.name = name or self.meta.get("name", "model")
-        self.version = str(version if version is not None else self.meta.get("version", "local"))
+        self.meta: ArtifactMeta = read_meta(self.artifact_dir)
+        self.labels: list[str] = list(self.meta.labels)
+        self.input_size: int = self.meta.input_size
+        norm = self.meta.normalize
+        self._scale = norm.scale / norm.std
+        self._shift = norm.mean / norm.std
+        self.name = name or self.meta.name
+        self.version = str(version if version is not None else (self.meta.version or "local"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.artifact_dir / "model.onnx"), sess_options=opts,
+        self.session = ort.InferenceSession(str(self.artifact_dir / ONNX_FILE), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
 
@@ -92,13 +93,23 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-@dataclass
-class FaceResult:
-    box: dict[str, int]  # x, y, w, h in pixels of the (EXIF-rotated) image
+class Box(BaseModel):
+    """A face's box in pixels of the (EXIF-rotated) image."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class FaceResult(BaseModel):
+    """One face, from detection to the JSON answer: the API and the UI use this one shape."""
+
+    box: Box
     emotion: str
-    confidence: float
+    confidence: float = Field(description="probability of `emotion`")
     probabilities: dict[str, float]
-    detection_score: float
+    detection_score: float = Field(description="the face detector's confidence (1.0 for a whole-image crop)")
 
 
 @dataclass
@@ -157,8 +168,8 @@ class EmotionService:
             probs = self.batcher(crops) if self.batcher else self.predictor.predict_proba(crops)
             preds = self.predictor.predictions(probs)
             results = [
-                FaceResult({"x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3]}, p.emotion,
-                           p.confidence, p.probabilities, f.score)
+                FaceResult(box=Box(x=f.box[0], y=f.box[1], w=f.box[2], h=f.box[3]), emotion=p.emotion,
+                           confidence=p.confidence, probabilities=p.probabilities, detection_score=f.score)
                 for f, p in zip(faces, preds, strict=True)
             ]
         t2 = time.perf_counter()

@@ -30,11 +30,17 @@ FACES_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50)
 class Metrics:
     """All of the app's collectors, registered in one (per-app) registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, multiproc_dir: str | None = None, registry: CollectorRegistry | None = None):
+        """`multiproc_dir`: the `PROMETHEUS_MULTIPROC_DIR` of a multi-worker server (None: one process).
+
+        prometheus_client reads that variable itself when it is imported, so the server sets it
+        in the environment before the workers start; it is passed here to merge their files.
+        """
         disable_created_metrics()  # `_created` series double the scrape size and no rule uses them
-        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        if self.multiprocess:  # prometheus_client fails on a missing directory; make it instead
-            os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+        self.multiprocess = bool(multiproc_dir)
+        self.multiproc_dir = multiproc_dir
+        if multiproc_dir:  # prometheus_client fails on a missing directory; make it instead
+            os.makedirs(multiproc_dir, exist_ok=True)
         self.registry = registry or CollectorRegistry()
         self._model_labels: tuple[str, str] | None = None
         r = self.registry
@@ -77,7 +83,7 @@ class Metrics:
         """The text format for `/metrics`: this process's metrics, or every worker's added up."""
         if self.multiprocess:
             merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)
+            multiprocess.MultiProcessCollector(merged, path=self.multiproc_dir)
             return generate_latest(merged)
         return generate_latest(self.registry)
 

@@ -1,27 +1,23 @@
-"""ResNet-18 variants for 48x48 grayscale faces, and the self-describing model artifact.
+"""ResNet-18 variants for 48x48 grayscale faces; saving, loading and exporting their artifacts.
 
-An artifact is a folder: `weights.pt` (state dict), `meta.json` (architecture, labels in order,
-input size, normalisation, config, metrics, data checksum, code version) and `model.onnx`.
-Serving reads only `model.onnx` + `meta.json`, so it never needs torch.
+The artifact's layout and `meta.json` schema belong to `fer.artifact` (torch-free, so serving
+reads it too); this module adds what needs torch: the weights and the ONNX export.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from fer.artifact import ONNX_FILE, WEIGHTS_FILE, ArtifactMeta, read_meta, write_meta
 from fer.config import REPO_ROOT
 
 log = logging.getLogger(__name__)
-
-META_FILE, WEIGHTS_FILE, ONNX_FILE = "meta.json", "weights.pt", "model.onnx"
 
 
 class PretrainedUnavailable(RuntimeError):
@@ -68,11 +64,29 @@ def _resnet18(stem: str, pretrained: bool, num_classes: int, dropout: float) -> 
     return net
 
 
+def _tiny(pretrained: bool, num_classes: int, dropout: float) -> nn.Module:
+    """Two strided convolutions and a linear head on a 4x4 grid (~9k parameters): for tests and smoke runs.
+
+    Training, tuning and pipeline tests exercise the loop, not the network; this one trains on
+    CPU in milliseconds per batch, so those tests take seconds. Never a production choice.
+    """
+    if pretrained:
+        raise PretrainedUnavailable("the tiny test network has no pretrained weights")
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        # A 4x4 grid, not a global pool: where a feature is matters (the synthetic test classes
+        # differ only by position).
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(dropout), nn.Linear(32 * 16, num_classes),
+    )
+
+
 # Name -> constructor(pretrained, num_classes, dropout). Measured costs live in docs/training.md.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": lambda **kw: _resnet18("imagenet", **kw),
     "resnet18_s2": lambda **kw: _resnet18("s2", **kw),
     "resnet18_cifar": lambda **kw: _resnet18("cifar", **kw),
+    "tiny": _tiny,
 }
 
 
@@ -110,30 +124,24 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_artifact(model: nn.Module, meta: dict[str, Any], out_dir: Path, onnx: bool = True) -> Path:
+def save_artifact(model: nn.Module, meta: ArtifactMeta, out_dir: Path, onnx: bool = True) -> Path:
     """Write weights, meta.json and (by default) the ONNX export into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(clean_state_dict(model.state_dict()), out_dir / WEIGHTS_FILE)
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False))
+    write_meta(out_dir, meta)
     if onnx:
-        export_onnx(model, out_dir / ONNX_FILE, meta["input_size"])
+        export_onnx(model, out_dir / ONNX_FILE, meta.input_size)
     return out_dir
 
 
-def load_meta(artifact_dir: Path) -> dict[str, Any]:
-    path = Path(artifact_dir) / META_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"not a model artifact: {path} is missing") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"corrupt model artifact: {path} is not valid JSON ({e})") from None
+def load_model(artifact_dir: Path, map_location: str = "cpu") -> tuple[nn.Module, ArtifactMeta]:
+    """Rebuild the torch model of an artifact from its meta and weights.
 
-
-def load_model(artifact_dir: Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the torch model of an artifact from its meta and weights."""
-    meta = load_meta(artifact_dir)
-    model = build_model(meta["arch"], num_classes=len(meta["labels"]), dropout=meta.get("dropout", 0.0))
+    Raises:
+        ArtifactError: meta.json is missing or invalid.
+    """
+    meta = read_meta(artifact_dir)
+    model = build_model(meta.arch, num_classes=len(meta.labels), dropout=meta.dropout)
     state = torch.load(Path(artifact_dir) / WEIGHTS_FILE, map_location=map_location, weights_only=True)
     model.load_state_dict(clean_state_dict(state))
     return model.eval(), meta
@@ -148,6 +156,24 @@ def export_onnx(model: nn.Module, path: Path, input_size: int = 48) -> Path:
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
     )
     return path
+
+
+def export_serving_artifact(artifact: Path, out: Path, fp16: bool = True) -> ArtifactMeta:
+    """A slim serving folder (model.onnx + meta.json) from a training artifact's weights.
+
+    `fp16` stores the weights as fp16 (half the file, fp32 compute; see `compact_onnx`).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta = load_model(artifact)
+    tmp = out / "model.fp32.onnx"
+    export_onnx(model, tmp, meta.input_size)
+    if fp16:
+        compact_onnx(tmp, out / ONNX_FILE)
+        tmp.unlink()
+    else:
+        tmp.replace(out / ONNX_FILE)
+    write_meta(out, meta)
+    return meta
 
 
 def compact_onnx(src: Path, dst: Path) -> Path:

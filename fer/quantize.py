@@ -10,13 +10,13 @@ Needs `onnx` and `onnxruntime.quantization` (the training requirements), not the
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from fer.artifact import CARD_FILE, META_FILE, ONNX_FILE, read_meta, write_meta
 
 
 def plain_fp32(src: Path, dst: Path) -> Path:
@@ -82,13 +82,29 @@ def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarr
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(src_dir)
-    quantize_onnx(src_dir / "model.onnx", dst_dir / "model.onnx", predictor.preprocess(calibration_images))
-    meta: dict[str, Any] = json.loads((src_dir / "meta.json").read_text())
-    meta["quantization"] = {"method": "onnxruntime static QDQ", "weights": "int8 per-channel",
-                            "activations": "uint8", "calibration_images": len(calibration_images),
-                            "calibration_seed": seed, "parent": parent}
-    (dst_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    quantize_onnx(src_dir / ONNX_FILE, dst_dir / ONNX_FILE, predictor.preprocess(calibration_images))
+    meta = read_meta(src_dir)
+    meta.quantization = {"method": "onnxruntime static QDQ", "weights": "int8 per-channel",
+                         "activations": "uint8", "calibration_images": len(calibration_images),
+                         "calibration_seed": seed, "parent": parent}
+    write_meta(dst_dir, meta)
     for extra in src_dir.iterdir():  # anything else the artifact carries (not registry bookkeeping)
-        if extra.name not in {"model.onnx", "meta.json", "card.json"} and extra.is_file():
+        if extra.name not in {ONNX_FILE, META_FILE, CARD_FILE} and extra.is_file():
             shutil.copy2(extra, dst_dir / extra.name)
     return dst_dir
+
+
+def quantize_and_measure(src_dir: Path, dst_dir: Path, ds, parent: str, calibration: int = 1000,
+                         seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Quantise with `calibration` random Training images, then re-measure val and test.
+
+    Returns {metric: (parent value, int8 value)} for val_acc and test_acc where both exist.
+    """
+    from fer.evaluate import measure_artifact
+
+    train = ds["train"]
+    pick = np.random.default_rng(seed).choice(len(train), min(calibration, len(train)), replace=False)
+    quantize_artifact(src_dir, dst_dir, train.x[pick], parent=parent, seed=seed)
+    meta = measure_artifact(dst_dir, ds, f"parent_{parent}")
+    before = meta.metrics_measured[f"parent_{parent}"]
+    return {k: (before[k], meta.metrics[k]) for k in ("val_acc", "test_acc") if k in meta.metrics and k in before}

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from fer.artifact import ArtifactMeta
+from fer.clearml_session import ClearMLConnection, ClearMLUnavailable, update_weights
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ class Tracker(Protocol):
     def start(self, project: str, name: str, tags: list[str], config: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_confusion_matrix(self, matrix: list[list[int]], labels: list[str], step: int) -> None: ...
-    def log_artifact(self, path: Path, name: str, meta: dict[str, Any]) -> None: ...
+    def log_artifact(self, path: Path, name: str, meta: ArtifactMeta) -> None: ...
     def finish(self, status: str) -> None: ...
 
 
@@ -55,7 +57,7 @@ class LocalTracker:
         self._write("confusion_matrix", step=step, matrix=matrix, labels=labels)
 
     def log_artifact(self, path, name, meta):
-        self._write("artifact", path=str(path), name=name, meta=meta)
+        self._write("artifact", path=str(path), name=name, meta=meta.to_json())
 
     def finish(self, status):
         self._write("finish", status=status)
@@ -97,42 +99,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def clearml_online() -> bool:
-    """A ClearML server is configured (API host and credentials in the environment)."""
-    return all(os.environ.get(v) for v in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"))
-
-
-def check_clearml_server(host: str, timeout: float = 3.0) -> None:
-    """Fail fast (seconds, not the SDK's hours of retries) when the API server does not answer."""
-    import urllib.error
-    import urllib.request
-
-    url = host.rstrip("/") + "/debug.ping"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            pass
-    except urllib.error.HTTPError:
-        return  # the server answered (an HTTP error still proves it is there)
-    except (OSError, ValueError) as e:
-        raise TrackerUnavailable(f"ClearML server {host} does not answer ({e}); unset CLEARML_API_HOST to log "
-                                 "offline, or start the server") from None
-
-
-def update_weights(output_model, path: Path, offline: bool) -> None:
-    """`OutputModel.update_weights`, with a shim for clearml 2.1.12 offline mode.
-
-    In 2.1.12 `update_weights` reads `self.published` before its offline branch and fails with
-    AttributeError: 'DummyModel' object has no attribute 'locked'. The private offline method is
-    what the public one would call; tests/test_tracking.py notices when the SDK is fixed.
-    """
-    try:
-        output_model.update_weights(weights_filename=str(path))
-    except AttributeError as e:
-        if not (offline and "locked" in str(e)):
-            raise
-        output_model._update_weights_offline(weights_filename=str(path))
-
-
 class ClearMLTracker:
     """Logs a run to ClearML: offline session (default) or a server when one is configured.
 
@@ -140,34 +106,33 @@ class ClearMLTracker:
     imports later (`clearml-task --import-offline-session <zip>`).
     """
 
-    def __init__(self, project: str = "fer", offline: bool | None = None, cache_dir: Path | str | None = None):
+    def __init__(self, project: str = "fer", offline: bool | None = None, cache_dir: Path | str | None = None,
+                 connection: ClearMLConnection | None = None):
         self.project = project
-        self.offline = (not clearml_online()) if offline is None else offline
+        self.connection = connection or ClearMLConnection()
+        self.offline = (not self.connection.online) if offline is None else offline
         self.cache_dir = cache_dir
         self.task = None
         self.session_zip: Path | None = None
 
-    def _configure(self) -> None:
-        if self.cache_dir:
-            os.environ["CLEARML_CACHE_DIR"] = str(self.cache_dir)
-        if "CLEARML_CONFIG_FILE" not in os.environ:
-            # No reporter subprocess (close() is instant instead of ~10 s) and few HTTP retries.
-            conf = Path(os.environ.get("CLEARML_CACHE_DIR", Path.home() / ".clearml")) / "fer-clearml.conf"
-            conf.parent.mkdir(parents=True, exist_ok=True)
-            conf.write_text("sdk { development { report_use_subprocess: false } }\n"
-                            "api { http { retries { total: 2, connect: 2, read: 2 } } }\n")
-            os.environ["CLEARML_CONFIG_FILE"] = str(conf)
+    @classmethod
+    def from_settings(cls, settings) -> ClearMLTracker:
+        """Online when `settings` name a ClearML server, else an offline session."""
+        return cls(settings.clearml_project, connection=ClearMLConnection.from_settings(settings))
 
     def start(self, project, name, tags, config):
         try:
             from clearml import Task
         except ImportError as e:
             raise TrackerUnavailable("the clearml tracker needs `pip install clearml`") from e
-        self._configure()
+        self.connection.prepare_sdk(self.cache_dir)
         if self.offline:
             Task.set_offline(True)
         else:
-            check_clearml_server(os.environ["CLEARML_API_HOST"])
+            try:
+                self.connection.check_server()
+            except ClearMLUnavailable as e:
+                raise TrackerUnavailable(str(e)) from None
         self.task = Task.init(
             project_name=self.project or project, task_name=name, tags=list(tags), reuse_last_task_id=False,
             # A dict, not False: plain False still lets the SDK ping its update server.
@@ -192,14 +157,14 @@ class ClearMLTracker:
 
         path = Path(path)
         weights = path / "model.onnx" if (path / "model.onnx").is_file() else path / "weights.pt"
-        om = OutputModel(task=self.task, name=name, tags=[meta.get("arch", "model")],
+        om = OutputModel(task=self.task, name=name, tags=[meta.arch],
                          framework="ONNX" if weights.suffix == ".onnx" else "PyTorch",
-                         label_enumeration={lab: i for i, lab in enumerate(meta.get("labels", []))})
+                         label_enumeration={lab: i for i, lab in enumerate(meta.labels)})
         update_weights(om, weights, self.offline)
-        self.task.upload_artifact("meta", artifact_object=meta)
+        self.task.upload_artifact("meta", artifact_object=meta.to_json())
         # set_parameter adds to the connected config; set_parameters would replace all of it.
-        self.task.set_parameter("data/sha256", meta.get("data", {}).get("sha256", ""))
-        self.task.set_parameter("code/version", meta.get("code_version", ""))
+        self.task.set_parameter("data/sha256", meta.data.get("sha256", ""))
+        self.task.set_parameter("code/version", meta.code_version or "")
 
     def finish(self, status):
         if self.task is None:
@@ -221,11 +186,17 @@ class NeptuneTracker:
     Neptune deployment. Offline runs are written under `.neptune/` in the working directory.
     """
 
-    def __init__(self, project: str | None = None, mode: str | None = None):
-        self.project = project or os.environ.get("NEPTUNE_PROJECT", "fer/fer")
-        online = bool(os.environ.get("NEPTUNE_API_TOKEN") and os.environ.get("NEPTUNE_PROJECT"))
-        self.mode = mode or os.environ.get("NEPTUNE_MODE") or ("async" if online else "offline")
+    def __init__(self, project: str | None = None, mode: str | None = None, api_token: str | None = None):
+        self.project = project or "fer/fer"
+        self.api_token = api_token
+        online = bool(api_token and project)
+        self.mode = mode or ("async" if online else "offline")
         self.run = None
+
+    @classmethod
+    def from_settings(cls, settings) -> NeptuneTracker:
+        """Async when `settings` hold a token and a project (NEPTUNE_*), else offline."""
+        return cls(settings.neptune_project, settings.neptune_mode, settings.neptune_api_token)
 
     def start(self, project, name, tags, config):
         try:
@@ -233,7 +204,8 @@ class NeptuneTracker:
         except ImportError as e:
             raise TrackerUnavailable("the neptune tracker needs `pip install neptune`") from e
         self.run = neptune.init_run(
-            project=self.project, name=name, tags=list(tags), mode=self.mode, capture_stdout=False,
+            project=self.project, api_token=self.api_token, name=name, tags=list(tags), mode=self.mode,
+            capture_stdout=False,
             capture_stderr=False, capture_hardware_metrics=False, capture_traceback=False, source_files=[],
             git_ref=False)
         self.run["parameters"] = _flat(config)
@@ -248,9 +220,9 @@ class NeptuneTracker:
     def log_artifact(self, path, name, meta):
         self.run["model/name"] = name
         self.run["model/path"] = str(path)
-        self.run["model/metrics"] = _flat(meta.get("metrics", {}))
-        self.run["data/sha256"] = meta.get("data", {}).get("sha256", "")
-        self.run["code/version"] = meta.get("code_version", "")
+        self.run["model/metrics"] = _flat(meta.metrics)
+        self.run["data/sha256"] = meta.data.get("sha256", "")
+        self.run["code/version"] = meta.code_version or ""
 
     def finish(self, status):
         if self.run is None:
@@ -262,27 +234,42 @@ class NeptuneTracker:
 TRACKERS = {"local": LocalTracker, "clearml": ClearMLTracker, "neptune": NeptuneTracker, "none": NullTracker}
 
 
-def make_tracker(names: str | list[str], run_dir: Path) -> MultiTracker:
-    """Trackers by name (`local,clearml,neptune`); unknown names are errors."""
+def make_tracker(names: str | list[str], run_dir: Path, settings=None) -> MultiTracker:
+    """Trackers by name (`local,clearml,neptune`); unknown names are errors.
+
+    `settings` (a `fer.config.Settings`) says where ClearML and Neptune connect; without it they
+    log offline.
+    """
     names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     unknown = sorted(set(names) - set(TRACKERS))
     if unknown:
         from fer.config import ConfigError
 
         raise ConfigError(f"unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
-    return MultiTracker([LocalTracker(run_dir) if n == "local" else TRACKERS[n]() for n in names])
+    def build(name: str) -> Tracker:
+        if name == "local":
+            return LocalTracker(run_dir)
+        if name in ("clearml", "neptune") and settings is not None:
+            return TRACKERS[name].from_settings(settings)
+        return TRACKERS[name]()
+
+    return MultiTracker([build(n) for n in names])
 
 
-def enqueue_remote(queue: str, project: str, name: str, config: dict[str, Any]) -> None:
+def enqueue_remote(queue: str, project: str, name: str, config: dict[str, Any],
+                   connection: ClearMLConnection) -> None:
     """Hand this training run to a ClearML agent listening on `queue` (e.g. a GPU worker).
 
     Locally this creates the task and exits the process; on the agent, the same command runs
     again, `execute_remotely` returns at once, and training proceeds there.
     """
-    if not clearml_online():
+    if not connection.online:
         raise TrackerUnavailable("--queue needs a ClearML server: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
                                  "and CLEARML_API_SECRET_KEY (see README, 'Training on ClearML agents')")
-    check_clearml_server(os.environ["CLEARML_API_HOST"])
+    try:
+        connection.check_server()
+    except ClearMLUnavailable as e:
+        raise TrackerUnavailable(str(e)) from None
     from clearml import Task
 
     task = Task.init(project_name=project, task_name=name, reuse_last_task_id=False,

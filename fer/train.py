@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fer.artifact import ArtifactMeta, Normalize
 from fer.augment import BatchAugment
 from fer.config import TrainConfig, save_config
 from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
 from fer.evaluate import classification_metrics
 from fer.model import build_model, clean_state_dict, code_version, save_artifact
+from fer.optim import build_optimizer, build_scheduler
 from fer.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -140,29 +142,6 @@ def evaluate_epoch(model, split: Split, batcher: Batcher, cfg: TrainConfig, bf16
             m["confusion_matrix"])
 
 
-def _optimizer(model, cfg: TrainConfig):
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               nesterov=True)
-    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-
-
-def _scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    o = cfg.optim
-    if o.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=o.warmup_fraction)
-    if o.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if o.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
-    if o.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    return None
-
-
 def _save_last(run_dir: Path, state: dict[str, Any]) -> None:
     torch.save(state, run_dir / "last.pt.tmp")
     (run_dir / "last.pt.tmp").replace(run_dir / "last.pt")  # atomic: a kill never leaves half a file
@@ -229,8 +208,8 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps = num_batches(len(train), cfg.batch_size, drop_last=True)
-    optimizer = _optimizer(model, cfg)
-    scheduler = _scheduler(optimizer, cfg, steps)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
     history: list[dict[str, float]] = []
     best_acc, best_epoch, start_epoch = -1.0, -1, 0
     best_state: dict[str, torch.Tensor] = {}
@@ -312,15 +291,15 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
     if evaluate_test and "test" in data.splits:
         test_m, _ = evaluate_epoch(model, data["test"], eval_batcher, cfg, bf16, prefix="test")
         final |= test_m
-    meta = {
-        "name": cfg.name, "arch": cfg.model.arch, "labels": list(LABELS), "input_size": 48, "channels": 1,
-        "normalize": {"mean": mean, "std": std, "scale": 1 / 255},
-        "dropout": cfg.model.dropout, "metrics": final, "history": history, "config": cfg.model_dump(mode="json"),
-        "data": {"source": Path(data.source).name, "layout": data.layout, "sha256": data.checksum,
-                 "train_size": len(train)},
-        "code_version": run_info["code_version"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": str(device), "bf16": bf16, "torch": torch.__version__,
-    }
+    meta = ArtifactMeta(
+        name=cfg.name, arch=cfg.model.arch, labels=list(LABELS), input_size=48, channels=1,
+        normalize=Normalize(mean=mean, std=std, scale=1 / 255),
+        dropout=cfg.model.dropout, metrics=final, history=history, config=cfg.model_dump(mode="json"),
+        data={"source": Path(data.source).name, "layout": data.layout, "sha256": data.checksum,
+              "train_size": len(train)},
+        code_version=run_info["code_version"], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        device=str(device), bf16=bf16, torch=torch.__version__,
+    )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
     tracker.log_artifact(artifact_dir, cfg.name, meta)
     tracker.finish(status)

@@ -23,9 +23,9 @@ def annotate(rgb: np.ndarray, analysis) -> np.ndarray:
     font = ImageFont.load_default(size=max(12, side // 40))
     for i, f in enumerate(analysis.faces, start=1):
         b, color = f.box, COLORS.get(f.emotion, (255, 0, 0))
-        draw.rectangle([b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]], outline=color, width=width)
+        draw.rectangle([b.x, b.y, b.x + b.w, b.y + b.h], outline=color, width=width)
         text = f"{i}: {f.emotion} {f.confidence:.0%}"
-        tx, ty = b["x"], max(0, b["y"] - font.size - 2 * width)
+        tx, ty = b.x, max(0, b.y - font.size - 2 * width)
         box = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle([box[0] - width, box[1] - width, box[2] + width, box[3] + width], fill=color)
         draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
@@ -81,9 +81,9 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         if svc is None:
             return "Model: *not loaded*"
         p = svc.predictor
-        acc = p.meta.get("metrics", {}).get("test_acc")
+        acc = p.meta.metrics.get("test_acc")
         extra = f", FER-2013 PrivateTest accuracy {acc:.1%}" if isinstance(acc, float) else ""
-        return f"Model: **{p.name}** version **{p.version}** ({p.meta.get('arch')}{extra})"
+        return f"Model: **{p.name}** version **{p.version}** ({p.meta.arch}{extra})"
 
     # Gradio keeps each uploaded file in its cache folder to hand it to the handler; delete_cache
     # removes files older than 5 minutes every 5 minutes, so photos do not pile up on disk.

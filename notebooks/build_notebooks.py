@@ -24,7 +24,7 @@ EXPLORE = [
     "Reads FER-2013 from `FER_DATA` or `../../shared/data/fer2013/`; without it, a small synthetic set stands in.",
     SETUP + "from fer.explore import (load_or_demo, class_balance, sample_grid, duplicate_groups,\n"
     "                         cross_split_duplicates, blank_images)\n"
-    "data, real = load_or_demo()\n"
+    "data, real = load_or_demo(os.environ.get('FER_DATA'))\n"
     "print('FER-2013' if real else 'synthetic stand-in (FER-2013 not found)', data.source)",
     "md:## Class balance per split\nDisgust is rare (about 1.5% of Training); happy is a quarter of it.",
     "import pandas as pd\nbalance = pd.DataFrame(class_balance(data))\nbalance['train_share'] = "
@@ -41,12 +41,15 @@ EXPLORE = [
 
 OPTUNA = [
     "md:# 02 Optuna experiments\nA small study through `fer.tune` (the same code as `fer tune`), every trial "
-    "logged to Neptune (offline) and ClearML (offline). Budget from `NB_TRIALS`, `NB_EPOCHS`, `NB_SUBSET`.",
+    "logged to Neptune (offline) and ClearML (offline). Budget from `NB_TRIALS`, `NB_EPOCHS`, `NB_SUBSET`; "
+    "`NB_ARCH` swaps the network (the tests use `tiny`, which checks the study, not ResNet-18).",
     SETUP + "import tempfile\nfrom fer.explore import load_or_demo\nfrom fer.tune import load_tune_config, run_study\n"
-    "data, real = load_or_demo()\nout = os.environ.get('NB_OUTPUT', tempfile.mkdtemp(prefix='fer-nb-'))\n"
+    "data, real = load_or_demo(os.environ.get('FER_DATA'))\n"
+    "out = os.environ.get('NB_OUTPUT', tempfile.mkdtemp(prefix='fer-nb-'))\n"
     "os.environ.setdefault('CLEARML_CACHE_DIR', os.path.join(out, 'clearml'))\n"
     "budget = [f\"trials={os.environ.get('NB_TRIALS', '12')}\", f\"epochs={os.environ.get('NB_EPOCHS', '3')}\",\n"
     "          f\"subset={os.environ.get('NB_SUBSET', '0.1')}\", f'output_dir={out}', 'study_name=notebook']\n"
+    "if os.environ.get('NB_ARCH'):\n    budget.append(f\"base.model.arch={os.environ['NB_ARCH']}\")\n"
     "cfg = load_tune_config('../experiments/tune.yaml', budget)\ncfg",
     "result = run_study(cfg, data=data, trackers='neptune,clearml')\n"
     "print(f'best val_acc {result.best_value:.4f} with {result.best_params}')\n"
@@ -67,7 +70,8 @@ ERRORS = [
     "from fer.evaluate import evaluate_split, save_report\n"
     "from fer.explore import load_or_demo, most_confident_mistakes, mistakes_grid, per_class_calibration\n"
     "mv = open_registry(os.environ.get('FER_REGISTRY_DIR', '../.fer/registry')).resolve('fer-resnet18@production')\n"
-    "predictor = Predictor(mv.path, threads=0)\ndata, real = load_or_demo()\ntest = data['test']\n"
+    "predictor = Predictor(mv.path, threads=0)\n"
+    "data, real = load_or_demo(os.environ.get('FER_DATA'))\ntest = data['test']\n"
     "print(mv.ref, 'on', 'FER-2013 PrivateTest' if real else 'the synthetic stand-in', len(test), 'images')",
     "metrics = evaluate_split(predictor, test)\nprint(f\"accuracy {metrics['accuracy']:.4f}, "
     "macro-F1 {metrics['macro_f1']:.4f}, ECE {metrics['ece']:.4f}\")",

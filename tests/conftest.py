@@ -1,4 +1,8 @@
-"""Shared fixtures: small synthetic FER-2013 files, the real data when present, a tiny trained artifact."""
+"""Shared fixtures: small synthetic FER-2013 files, the real data when present, a tiny trained artifact.
+
+Tests live in four folders, each a marker (`pytest -m unit`, `-m "not e2e"`): unit (one module, no
+servers), api (the HTTP API), integration (real servers and tools), e2e (a real browser).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,15 @@ FER_CSV = FER_DIR / "fer2013_reconstructed.csv.gz"
 FERPLUS_CSV = FER_DIR / "fer2013new.csv"
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory):
-    # Keep the decoded-data cache out of the developer's home unless they asked for it.
-    if "FER_CACHE" not in os.environ:
-        os.environ["FER_CACHE"] = str(tmp_path_factory.mktemp("fer-cache"))
+SUITES = ("unit", "api", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The folder is the suite: mark each test with it, so `-m` selects by folder.
+    for item in items:
+        suite = next((p for p in Path(item.fspath).relative_to(REPO / "tests").parts if p in SUITES), None)
+        if suite:
+            item.add_marker(getattr(pytest.mark, suite))
 
 
 def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +89,8 @@ def fer2013_csv() -> Path:
 
 @pytest.fixture(scope="session")
 def fer2013(fer2013_csv):
+    """FER-2013, decoded once per machine: the parse cache (~/.cache/fer, keyed by the file's
+    checksum) outlives the test session, so only the first run pays the ~10 s parse."""
     from fer.data import load_dataset
 
     return load_dataset(fer2013_csv)
@@ -94,9 +104,10 @@ PRODUCTION_VERSION = str(json.loads((REPO / "models/registry/fer-resnet18/aliase
 @pytest.fixture(scope="session")
 def shipped_service():
     """The real shipped production model behind the real face detector."""
-    from fer.api import ServeSettings, load_service
+    from fer.config import Settings
+    from fer.serving.holder import load_service
 
-    return load_service(ServeSettings(registry_dir=str(REPO / ".fer" / "never-written")))
+    return load_service(Settings(registry_dir=str(REPO / ".fer" / "never-written")))
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +115,10 @@ def api_client(tmp_path_factory):
     """The real app (no UI) serving the shipped production model through its lifespan."""
     from fastapi.testclient import TestClient
 
-    from fer.api import ServeSettings, create_app
+    from fer.config import Settings
+    from fer.serving.app import create_app
 
-    settings = ServeSettings(registry_dir=str(tmp_path_factory.mktemp("registry")), ui=False)
+    settings = Settings(registry_dir=str(tmp_path_factory.mktemp("registry")), ui=False)
     with TestClient(create_app(settings)) as client:
         yield client
 

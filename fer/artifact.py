@@ -1,0 +1,123 @@
+"""The model artifact's file names and its typed, versioned `meta.json` schema; no torch.
+
+An artifact is a folder: `model.onnx` (what serves), `meta.json` (what the model is: architecture,
+labels in output order, input size, normalisation, config, metrics, data checksum, code version)
+and, for a training run's artifact, `weights.pt`. Every reader and writer goes through
+`read_meta` / `write_meta`, so serving, the registry, evaluation and export agree on one shape.
+
+Schema versions: 1 is the unversioned meta of the first shipped models (no `schema_version` key);
+2 adds `schema_version`. Both read; `write_meta` always writes the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+META_FILE = "meta.json"
+WEIGHTS_FILE = "weights.pt"
+ONNX_FILE = "model.onnx"
+CARD_FILE = "card.json"  # the registry's record of a version (not part of the artifact itself)
+REQUIRED_FILES = (META_FILE, ONNX_FILE)  # what serving needs
+SCHEMA_VERSION = 2
+
+
+class ArtifactError(ValueError):
+    """A folder that is not a usable artifact: missing files, invalid or too-new meta.json."""
+
+
+class Normalize(BaseModel):
+    """Pixel preprocessing: `(uint8 * scale - mean) / std`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float = Field(gt=0)
+    scale: float = 1 / 255
+
+
+class ArtifactMeta(BaseModel):
+    """The contents of `meta.json`. Unknown keys are kept (a newer minor writer may add some)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    schema_version: int = 1  # absent in the first shipped artifacts, which are version 1
+    name: str = "model"
+    arch: str
+    labels: list[str] = Field(min_length=2)
+    input_size: int = Field(48, ge=8)
+    channels: int = 1
+    normalize: Normalize
+    dropout: float = 0.0
+    metrics: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    config: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    code_version: str | None = None
+    created: str | None = None
+    device: str | None = None
+    bf16: bool | None = None
+    torch: str | None = None
+    version: str | None = None  # how an artifact outside a registry reports itself
+    metrics_measured: dict[str, Any] | None = None  # earlier metrics, kept when re-measured
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def numeric_metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True) | {"schema_version": SCHEMA_VERSION}
+
+
+def read_meta(artifact_dir: Path | str) -> ArtifactMeta:
+    """Read and validate an artifact's meta.json.
+
+    Raises:
+        ArtifactError: the file is missing, not JSON, invalid, or from a newer schema.
+    """
+    path = Path(artifact_dir) / META_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"not a model artifact: {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"corrupt model artifact: {path} is not valid JSON ({e})") from None
+    return parse_meta(raw, str(path))
+
+
+def parse_meta(raw: Any, where: str = "meta.json") -> ArtifactMeta:
+    """Validate a meta mapping (from a file, or a registry's stored copy)."""
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{where}: expected a JSON object")
+    if int(raw.get("schema_version", 1)) > SCHEMA_VERSION:
+        raise ArtifactError(f"{where}: schema_version {raw['schema_version']} is newer than this fer "
+                            f"understands ({SCHEMA_VERSION}); upgrade fer")
+    try:
+        return ArtifactMeta.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ArtifactError(f"{where}: invalid artifact metadata: {problems}") from None
+
+
+def write_meta(artifact_dir: Path | str, meta: ArtifactMeta) -> Path:
+    """Write meta.json atomically (a reader never sees half a file)."""
+    path = Path(artifact_dir) / META_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta.to_json(), f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def check_files(artifact_dir: Path | str) -> None:
+    """Raise ArtifactError naming the first file serving needs that the folder lacks."""
+    for name in REQUIRED_FILES:
+        if not (Path(artifact_dir) / name).is_file():
+            raise ArtifactError(f"{artifact_dir}: {name} is missing")

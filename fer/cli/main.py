@@ -1,0 +1,238 @@
+"""The `fer` command: thin commands over the package's modules (argument handling only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fer.cli.common import DataOpt, RegistryOpt, fail, load_settings, open_registry_for
+from fer.cli.common import settings as run_settings
+from fer.cli.registry import registry_app
+from fer.config import ConfigError, Settings, setup_logging
+
+log = logging.getLogger("fer")
+
+app = typer.Typer(help="Facial emotion recognition: train, evaluate, register and serve models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(registry_app, name="registry")
+
+
+@app.callback()
+def _main(log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO") -> None:
+    setup_logging(log_level)
+    load_settings()
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiments/*.yaml")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set epochs=5")] = None,
+    data: DataOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(help="output folder (default runs/<name>-<time>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="run folder or last.pt to continue")] = None,
+    register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
+    registry: RegistryOpt = None,
+    tracker: Annotated[str, typer.Option(help="comma-separated: local, clearml, neptune, none")] = "local",
+    queue: Annotated[str | None, typer.Option(help="run on a ClearML agent listening on this queue")] = None,
+) -> None:
+    """Train a model; writes a run folder with checkpoints and the model artifact."""
+    from fer.clearml_session import ClearMLConnection
+    from fer.config import load_train_config
+    from fer.data import DataError
+    from fer.tracking import TrackerUnavailable, enqueue_remote, make_tracker
+    from fer.train import default_run_dir, fit
+
+    settings = run_settings()
+    try:
+        cfg = load_train_config(config, set_ or [])
+        if queue:
+            # Exits here locally; on the agent it returns and the run is tracked in ClearML.
+            enqueue_remote(queue, "fer", cfg.name, cfg.model_dump(mode="json"),
+                           ClearMLConnection.from_settings(settings))
+            tracker = tracker if "clearml" in tracker else f"{tracker},clearml"
+        out = Path(run_dir) if run_dir else (Path(resume) if resume and Path(resume).is_dir() else None)
+        out = out or default_run_dir(cfg)
+        result = fit(cfg, data_path=data or settings.data, run_dir=out, resume=resume,
+                     tracker=make_tracker(tracker, out, settings))
+    except (ConfigError, DataError, FileNotFoundError, TrackerUnavailable) as e:
+        fail(str(e))
+    typer.echo(json.dumps(result.metrics, indent=2))
+    typer.echo(f"artifact: {result.artifact_dir}")
+    if register:
+        mv = open_registry_for(registry).register(cfg.name, result.artifact_dir, source_run=str(result.run_dir))
+        typer.echo(f"registered {mv.ref}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="registry reference, e.g. fer-resnet18@production")] = None,
+    artifact: Annotated[Path | None, typer.Option(help="artifact folder instead of a registry reference")] = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="train, val (PublicTest) or test (PrivateTest)")] = "test",
+    tta: Annotated[bool, typer.Option(help="average with the horizontally flipped image")] = False,
+    ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv for FER+ majority-vote accuracy")] = None,
+    out: Annotated[Path | None, typer.Option(help="write metrics.json and plots here")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Evaluate a model on a split: accuracy, macro-F1, per-class, confusion matrix, calibration."""
+    from fer.artifact import ArtifactError
+    from fer.data import DataError, load_dataset
+    from fer.evaluate import evaluate_split, save_report
+    from fer.inference import Predictor
+    from fer.registry import RegistryError
+
+    settings = run_settings()
+    try:
+        if artifact is None:
+            mv = open_registry_for(registry).resolve(model or settings.model)
+            artifact, name = mv.path, mv.ref
+        else:
+            name = str(artifact)
+        predictor = Predictor(artifact, threads=0)
+        ds = load_dataset(data or settings.data, cache_dir=settings.cache)
+        m = evaluate_split(predictor, ds[split], tta_flip=tta, ferplus=ferplus)
+    except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
+        fail(str(e))
+    if out:
+        paths = save_report(m, predictor.labels, out, f"{name} on {split}")
+        typer.echo(f"report: {', '.join(str(p) for p in paths.values())}")
+    typer.echo(f"{name} on {split} ({m['n']} images{', flip TTA' if tta else ''}):")
+    typer.echo(f"  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")
+    if "ferplus" in m:
+        typer.echo(f"  FER+ majority accuracy {m['ferplus']['accuracy']:.4f} on {m['ferplus']['n']} images")
+    for lab, pc in m["per_class"].items():
+        typer.echo(f"  {lab:9s} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}"
+                   f"  n={pc['support']}")
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder with weights.pt and meta.json")],
+    out: Annotated[Path, typer.Option(help="output folder for a slim serving artifact")],
+    fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size, fp32 compute)")] = True,
+    data: DataOpt = None,
+) -> None:
+    """Re-export an artifact's ONNX model into a slim serving folder (model.onnx + meta.json).
+
+    With --data, the exported model's own val/test metrics replace the training-time ones in its
+    meta, so the numbers shipped are those of the file that serves.
+    """
+    from fer.artifact import ArtifactError
+    from fer.data import DataError, load_dataset
+    from fer.evaluate import measure_artifact
+    from fer.model import export_serving_artifact
+
+    try:
+        meta = export_serving_artifact(artifact, out, fp16=fp16)
+        if data:
+            meta = measure_artifact(out, load_dataset(data, cache_dir=run_settings().cache), "training_time_bf16")
+    except (ArtifactError, DataError, FileNotFoundError) as e:
+        fail(str(e))
+    shown = {k: round(v, 4) for k, v in meta.metrics.items() if k.startswith(("val_", "test_"))}
+    typer.echo(f"exported {out / 'model.onnx'}: {shown}")
+
+
+@app.command()
+def quantize(
+    out: Annotated[Path, typer.Option(help="output folder for the int8 artifact")],
+    model: Annotated[str | None, typer.Option(help="registry reference [default FER_MODEL]")] = None,
+    data: DataOpt = None,
+    calibration: Annotated[int, typer.Option(help="Training images to calibrate activation ranges on")] = 1000,
+    seed: Annotated[int, typer.Option(help="which calibration images")] = 0,
+    registry: RegistryOpt = None,
+) -> None:
+    """Quantise a model to int8 (static, calibrated) and measure it on val and test.
+
+    Register the result with `fer registry register OUT --source-run "int8 of <ref>"`; promoting
+    it is gated on validation accuracy like any version.
+    """
+    from fer.data import DataError, load_dataset
+    from fer.quantize import quantize_and_measure
+    from fer.registry import RegistryError
+
+    settings = run_settings()
+    try:
+        mv = open_registry_for(registry).resolve(model or settings.model)
+        ds = load_dataset(data or settings.data, cache_dir=settings.cache)
+    except (RegistryError, DataError, FileNotFoundError) as e:
+        fail(str(e))
+    changes = quantize_and_measure(mv.path, out, ds, mv.ref, calibration, seed)
+    for key, (before, after) in changes.items():
+        typer.echo(f"{key}: {before:.4f} ({mv.ref}) -> {after:.4f} (int8), {(after - before) * 100:+.2f} points")
+    typer.echo(f"int8 artifact: {out} ({(out / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def tune(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiments/tune.yaml")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set subset=0.1")] = None,
+    trials: Annotated[int | None, typer.Option(help="total trials in the study")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds for the study (per worker)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial")] = None,
+    subset: Annotated[float | None, typer.Option(help="stratified fraction of Training per trial")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes sharing a journal-file study")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (e.g. postgresql://...)")] = None,
+    data: DataOpt = None,
+    tracker: Annotated[str, typer.Option(help="trackers for every trial: local, clearml, neptune, none")] = "none",
+    train_best: Annotated[bool, typer.Option(help="train the best config on full Training and register it")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Tune learning rate, batch size and optimizer with Optuna (resumable, prunable)."""
+    from fer.data import DataError
+    from fer.tracking import TrackerUnavailable, make_tracker
+    from fer.tune import load_tune_config, run_study
+
+    extra = [f"{k}={v}" for k, v in (("trials", trials), ("timeout", timeout), ("epochs", epochs),
+                                     ("subset", subset), ("storage", storage)) if v is not None]
+    try:
+        cfg = load_tune_config(config, [*(set_ or []), *extra])
+        result = run_study(cfg, data_path=data or run_settings().data, workers=workers, trackers=tracker)
+    except (ConfigError, DataError, TrackerUnavailable) as e:
+        fail(str(e))
+    typer.echo(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
+               f"{result.seconds / 60:.1f} min this session")
+    typer.echo(f"best val_acc {result.best_value:.4f} with {result.best_params}")
+    typer.echo(f"best config: {result.best_config}  (fer train --config {result.best_config})")
+    if train_best:
+        from fer.config import load_train_config
+        from fer.train import default_run_dir, fit
+
+        best = load_train_config(result.best_config)
+        out = default_run_dir(best)
+        fit_result = fit(best, data_path=data or run_settings().data, run_dir=out,
+                         tracker=make_tracker(tracker or "local", out, run_settings()))
+        mv = open_registry_for(registry).register(best.name, fit_result.artifact_dir, source_run=str(out),
+                                          tags=[f"study:{result.study_name}"])
+        typer.echo(f"trained and registered {mv.ref} (not promoted; fer registry promote {mv.ref})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [env FER_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env FER_PORT, default 8000]")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes [env FER_WORKERS]")] = None,
+    model: Annotated[str | None, typer.Option(help="registry reference [env FER_MODEL]")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Serve the REST API and the web UI (the production model from the registry)."""
+    from fer.serving.server import serve as run_server
+
+    given = {"host": host, "port": port, "workers": workers, "model": model, "registry_dir": registry}
+    current = run_settings()
+    try:  # validated like the environment would be: a bad --port is refused here
+        settings = Settings.model_validate(current.model_dump() | {k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        fail(str(e))
+    run_server(settings)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,99 @@
+"""`fer registry ...`: list, show, register, promote and roll back model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fer.cli.common import RegistryOpt, fail, open_registry_for
+
+registry_app = typer.Typer(help="The model registry: list, register, promote, rollback, show.",
+                           no_args_is_help=True)
+
+
+@registry_app.command("list")
+def registry_list(name: Annotated[str | None, typer.Argument()] = None, registry: RegistryOpt = None) -> None:
+    """List versions with their aliases and validation/test accuracy."""
+    from fer.registry import RegistryError
+
+    try:
+        versions = open_registry_for(registry).list(name)
+    except RegistryError as e:
+        fail(str(e))
+    if not versions:
+        typer.echo("no models registered")
+    for mv in versions:
+        m = mv.metrics
+        acc = " ".join(f"{k}={m[k]:.4f}" for k in ("val_acc", "test_acc") if k in m)
+        typer.echo(f"{mv.ref:24s} {','.join(mv.aliases) or '-':12s} {acc}  {mv.card.get('created', '')}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str, registry: RegistryOpt = None) -> None:
+    """Show a version's card: `name@production` or `name@3`."""
+    from fer.registry import RegistryError
+
+    try:
+        mv = open_registry_for(registry).resolve(ref)
+    except RegistryError as e:
+        fail(str(e))
+    typer.echo(json.dumps({"ref": mv.ref, "aliases": mv.aliases, "path": str(mv.path), **mv.card}, indent=2))
+
+
+@registry_app.command("register")
+def registry_register(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder (model.onnx + meta.json)")],
+    name: Annotated[str, typer.Option(help="model name")] = "fer-resnet18",
+    source_run: Annotated[str | None, typer.Option(help="run this artifact came from")] = None,
+    promote: Annotated[bool, typer.Option(help="also promote it to production")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Register an artifact as the next version of a model."""
+    from fer.registry import RegistryError
+
+    try:
+        reg = open_registry_for(registry)
+        mv = reg.register(name, artifact, source_run=source_run)
+        typer.echo(f"registered {mv.ref}")
+        if promote:
+            reg.promote(name, mv.version)
+            typer.echo(f"promoted {mv.ref} to production")
+    except RegistryError as e:
+        fail(str(e))
+
+
+@registry_app.command("promote")
+def registry_promote(
+    ref: Annotated[str, typer.Argument(help="name@version")],
+    alias: Annotated[str, typer.Option(help="alias to move")] = "production",
+    force: Annotated[bool, typer.Option(help="skip the gate that refuses a worse model")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Point an alias (default production) at a version."""
+    from fer.registry import RegistryError, parse_ref
+
+    try:
+        name, version = parse_ref(ref)
+        if not isinstance(version, int):
+            fail("promote takes name@VERSION, e.g. fer-resnet18@3")
+        mv = open_registry_for(registry).promote(name, version, alias, force=force)
+    except RegistryError as e:
+        fail(str(e))
+    typer.echo(f"{mv.ref} is now {alias}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: str, alias: Annotated[str, typer.Option()] = "production", registry: RegistryOpt = None
+) -> None:
+    """Move an alias back to the version it had before its last promotion."""
+    from fer.registry import RegistryError
+
+    try:
+        mv = open_registry_for(registry).rollback(name, alias)
+    except RegistryError as e:
+        fail(str(e))
+    typer.echo(f"{alias} is back on {mv.ref}")

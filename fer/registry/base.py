@@ -1,0 +1,126 @@
+"""What every registry backend shares: the interface, errors, references, the card and the gate.
+
+A backend is one file over this base; the card a version carries and the promotion gate that
+decides whether a candidate may take an alias are written here once, so the local and the ClearML
+registry can never disagree about them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fer.artifact import ArtifactMeta
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+GATE_METRIC = "val_acc"
+
+
+class RegistryError(Exception):
+    """Base class of registry errors."""
+
+
+class ModelNotFound(RegistryError):
+    """The name, version or alias does not exist."""
+
+
+class InvalidReference(RegistryError):
+    """A model name, version or alias that is not well formed (e.g. path traversal)."""
+
+
+class CorruptModel(RegistryError):
+    """A version whose files are missing or do not match their recorded checksums."""
+
+
+class PromotionRefused(RegistryError):
+    """The promotion gate refused a candidate worse than the current production model."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    card: dict[str, Any]
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.card.get("metrics", {})
+
+
+class ModelRegistry(Protocol):
+    def register(self, name: str, artifact_dir: Path, *, source_run: str | None = None,
+                 tags: list[str] | None = None) -> ModelVersion: ...
+    def list(self, name: str | None = None) -> list[ModelVersion]: ...
+    def get(self, name: str, version: int) -> ModelVersion: ...
+    def resolve(self, ref: str, verify: bool = True) -> ModelVersion: ...
+    def promote(self, name: str, version: int, alias: str = "production", force: bool = False) -> ModelVersion: ...
+    def rollback(self, name: str, alias: str = "production") -> ModelVersion: ...
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or "") or ".." in name:
+        raise InvalidReference(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' (max 64)")
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.match(alias or ""):
+        raise InvalidReference(f"invalid alias {alias!r}")
+    return alias
+
+
+def parse_ref(ref: str, default_alias: str = "production") -> tuple[str, int | str]:
+    """Split `name@production` / `name@3` / `name` into (name, version-or-alias), validated."""
+    name, _, target = ref.partition("@")
+    check_name(name)
+    target = target or default_alias
+    if target.isdigit():
+        return name, int(target)
+    if not ALIAS_RE.match(target):
+        raise InvalidReference(f"invalid alias {target!r} in {ref!r}")
+    return name, target
+
+
+def build_card(name: str, meta: ArtifactMeta, *, source_run: str | None, tags: list[str] | None,
+               files: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A version's card: what `fer registry show` prints and the gate reads."""
+    return {
+        "name": name, "metrics": meta.metrics, "arch": meta.arch, "labels": meta.labels,
+        "data_sha256": meta.data.get("sha256"), "code_version": meta.code_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source_run": source_run, "tags": tags or [],
+        "files": files, **extra,
+    }
+
+
+def gate(name: str, version: int, candidate_metric: float | None, alias: str,
+         current_version: int | None, current_metric: float | None) -> None:
+    """The promotion gate: refuse a candidate whose validation accuracy is below the holder's.
+
+    Raises:
+        PromotionRefused: saying by how much, and how to override.
+    """
+    if current_version is None or current_metric is None:
+        return
+    if candidate_metric is None or candidate_metric < current_metric:
+        shown = "None" if candidate_metric is None else f"{candidate_metric:.4f}"
+        raise PromotionRefused(
+            f"refusing to promote {name}@{version} to {alias!r}: its {GATE_METRIC} {shown} is below "
+            f"{name}@{current_version}'s {current_metric:.4f} (use --force to promote anyway)")
+
+
+def as_metric(value: Any) -> float | None:
+    """A gate metric as stored (a number, or a string in ClearML metadata), or None."""
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

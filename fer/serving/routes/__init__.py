@@ -1,0 +1,1 @@
+"""One `APIRouter` per route group; `fer.serving.app` includes them."""

@@ -1,0 +1,36 @@
+"""`POST /predict`: one photo in, every face's emotion out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from fer.images import ImageError, decode_image
+from fer.serving.deps import AppMetrics, AppSettings, Service
+from fer.serving.errors import ApiError
+from fer.serving.schemas import PredictionOut, errors
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post("/predict", response_model=PredictionOut, responses=errors(400, 413, 415, 422, 503),
+             summary="Emotion of every face in a photo")
+async def predict(request: Request, svc: Service, settings: AppSettings, metrics: AppMetrics,
+                  file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or GIF")) -> PredictionOut:
+    """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
+    confidence, plus every face with its box. No face: 422 `no_face`."""
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes")
+    try:
+        rgb = await run_in_threadpool(decode_image, data, settings.max_pixels)
+    except ImageError as e:
+        request.state.log["error"] = e.code
+        raise ApiError(e.status, e.code, str(e)) from None
+    analysis = await run_in_threadpool(svc.analyze, rgb)
+    metrics.record_analysis(analysis, "api")
+    request.state.log |= {"faces": len(analysis.faces), "emotions": [f.emotion for f in analysis.faces],
+                          "model_version": svc.predictor.version}
+    if not analysis.faces:
+        raise ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo")
+    return PredictionOut.from_analysis(analysis, svc)

@@ -1,0 +1,53 @@
+"""The artifact schema: the shipped versions still load, writes round-trip, bad meta is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from fer.artifact import SCHEMA_VERSION, ArtifactError, ArtifactMeta, check_files, read_meta, write_meta
+
+SHIPPED = sorted((REPO / "models" / "registry" / "fer-resnet18" / "versions").iterdir())
+
+
+@pytest.mark.parametrize("version_dir", SHIPPED, ids=lambda p: p.name)
+def test_shipped_artifacts_load_unchanged(version_dir):
+    raw = json.loads((version_dir / "meta.json").read_text())
+    assert "schema_version" not in raw  # the first artifacts predate the schema: version 1
+    meta = read_meta(version_dir)
+    assert meta.schema_version == 1 and meta.arch == "resnet18_s2" and len(meta.labels) == 7
+    assert meta.normalize.std > 0 and 0 < meta.metrics["test_acc"] < 1
+    check_files(version_dir)
+
+
+def test_write_then_read_round_trips_and_keeps_extra_keys(tmp_path):
+    meta = ArtifactMeta(arch="tiny", labels=["a", "b"], normalize={"mean": 0.5, "std": 0.25},
+                        metrics={"val_acc": 0.5, "best_epoch": 3, "note": "x"}, future_field={"kept": True})
+    write_meta(tmp_path, meta)
+    raw = json.loads((tmp_path / "meta.json").read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION and raw["future_field"] == {"kept": True}
+    back = read_meta(tmp_path)
+    assert back.to_json() == raw and back.numeric_metrics == {"val_acc": 0.5, "best_epoch": 3}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "meta.json is missing"),
+    ("{not json", "not valid JSON"),
+    ("[]", "expected a JSON object"),
+    (json.dumps({"labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0.25}}), "arch: Field required"),
+    (json.dumps({"arch": "x", "labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0}}), "normalize.std"),
+    (json.dumps({"schema_version": 99, "arch": "x"}), "newer than this fer understands"),
+])
+def test_bad_meta_is_a_clear_error(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "meta.json").write_text(content)
+    with pytest.raises(ArtifactError, match=message):
+        read_meta(tmp_path)
+
+
+def test_missing_model_file_is_named(tmp_path):
+    (tmp_path / "meta.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="model.onnx is missing"):
+        check_files(tmp_path)

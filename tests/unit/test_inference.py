@@ -1,0 +1,57 @@
+"""`Predictor` and `EmotionService` directly, on the shipped production model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES
+from PIL import Image
+
+from fer.inference import Box, FaceResult, Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(shipped_service):
+    return shipped_service.predictor
+
+
+def test_preprocessing_comes_from_the_artifact(predictor):
+    norm = predictor.meta.normalize
+    x = predictor.preprocess(np.full((2, 48, 48), 255, np.uint8))
+    assert x.shape == (2, 1, 48, 48) and x.dtype == np.float32
+    assert x[0, 0, 0, 0] == pytest.approx((1.0 - norm.mean) / norm.std, rel=1e-5)
+    with pytest.raises(ValueError, match="expected 48x48 crops"):
+        predictor.preprocess(np.zeros((1, 40, 40), np.uint8))
+
+
+def test_probabilities_batching_and_flip_averaging(predictor):
+    x = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    p = predictor.predict_proba(x)
+    assert p.shape == (5, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.allclose(predictor.predict_proba(x, batch_size=2), p, atol=1e-6)  # chunking changes nothing
+    flipped = predictor.predict_proba(x[:, :, ::-1])
+    assert np.allclose(predictor.predict_proba(x, tta_flip=True), (p + flipped) / 2, atol=1e-6)
+    assert predictor.predict_proba(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_predictions_name_the_top_class(predictor):
+    probs = np.eye(7, dtype=np.float32)[[3, 6]]
+    preds = predictor.predictions(probs)
+    assert [p.emotion for p in preds] == ["happy", "neutral"] and preds[0].confidence == 1.0
+    assert list(preds[0].probabilities) == predictor.labels
+
+
+def test_service_analysis_has_one_face_shape(shipped_service):
+    rgb = np.asarray(Image.open(EXAMPLES / "astronaut.jpg").convert("RGB"))
+    a = shipped_service.analyze(rgb)
+    assert (a.width, a.height, a.is_crop) == (512, 512, False) and len(a.faces) == 1
+    face = a.primary
+    assert isinstance(face, FaceResult) and isinstance(face.box, Box)
+    assert face.emotion == max(face.probabilities, key=face.probabilities.get)
+    assert a.detect_s > 0 and a.infer_s > 0
+    assert set(face.model_dump()) == {"box", "emotion", "confidence", "probabilities", "detection_score"}
+
+
+def test_an_artifact_reports_its_own_name(shipped_service):
+    p = Predictor(shipped_service.predictor.artifact_dir, name="x", version=7)
+    assert (p.name, p.version) == ("x", "7")
