@@ -71,6 +71,7 @@ def session_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_artifact(tmp_path_factory, session_csv) -> Path:
     """A real artifact from two quick epochs on synthetic data (ImageNet stem, CPU)."""
+    require_module("torch", "training (the training requirements, requirements.txt)")
     from fer.config import load_train_config
     from fer.train import fit
 
@@ -141,6 +142,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _missing(what: str, why: str, installer: str) -> None:
+    # The one place a missing tool or package is decided: a skip on a developer's machine (with
+    # what to run), a failure in CI (CI=true), where everything must be installed.
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is required in CI ({why}); {installer} installs it", pytrace=False)
+    pytest.skip(f"{what} not installed ({why}); `make test` installs it", allow_module_level=True)
+
+
 def require_binary(path: str, why: str) -> str:
     """The binary's path; a skip when absent locally, a failure in CI (CI=true), where it must exist."""
     import shutil
@@ -148,21 +157,20 @@ def require_binary(path: str, why: str) -> str:
     found = shutil.which(path)
     if found:
         return found
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{path} is required in CI ({why}); .ci/run installs it")
-    pytest.skip(f"{path} not installed ({why}); `make test` installs it")
+    _missing(path, why, ".ci/run")
 
 
 def require_module(name: str, why: str):
-    """The imported module; a skip when absent locally, a failure in CI (CI=true), like require_binary."""
+    """The imported module; a skip when absent locally, a failure in CI, like require_binary.
+
+    Works at module level too (`optuna = require_module("optuna", "...")` above the tests).
+    """
     import importlib
 
     try:
         return importlib.import_module(name)
     except ImportError:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Python package {name} is required in CI ({why}); requirements-dev.txt installs it")
-        pytest.skip(f"{name} not installed ({why}); `make test` installs it")
+        _missing(f"Python package {name}", why, "requirements-dev.txt")
 
 
 class LiveApp(str):

@@ -7,7 +7,9 @@ matches the documented status codes, content type and response schema.
 from __future__ import annotations
 
 import pytest
-import schemathesis
+from conftest import require_module
+
+schemathesis = require_module("schemathesis", "API fuzzing from the OpenAPI schema")
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

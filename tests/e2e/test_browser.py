@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import EXAMPLES, require_binary
+from conftest import EXAMPLES, require_binary, require_module
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -14,7 +14,7 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
 @pytest.fixture(scope="module")
 def browser():
     chromium = require_binary("chromium", "browser tests")
-    from playwright.sync_api import sync_playwright
+    sync_playwright = require_module("playwright.sync_api", "browser tests").sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

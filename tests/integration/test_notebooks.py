@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from conftest import FER_CSV, PRODUCTION_VERSION, REPO
+from conftest import FER_CSV, PRODUCTION_VERSION, REPO, require_module
+
+nbformat = require_module("nbformat", "executing the notebooks")
+require_module("nbclient", "executing the notebooks")
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from conftest import require_module
+
+torch = require_module("torch", "training (requirements.txt)")
 
 from fer.augment import BatchAugment
 from fer.config import AugmentConfig

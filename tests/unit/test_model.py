@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from conftest import require_module
+
+torch = require_module("torch", "training (requirements.txt)")
 
 from fer.inference import Predictor
 from fer.model import ARCHITECTURES, PretrainedUnavailable, build_model, compact_onnx, load_model

@@ -12,6 +12,9 @@ import json
 
 import pytest
 from clearml_fake import install_fake_server
+from conftest import require_module
+
+require_module("clearml", "the ClearML registry backend (requirements.txt)")
 
 from fer.registry import CorruptModel, ModelNotFound, PromotionRefused, RegistryError, open_registry
 from fer.registry.clearml_backend import ClearMLRegistry

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clearml_fake import install_fake_server
+from conftest import require_module
 
 from fer.registry import CorruptModel, InvalidReference, LocalRegistry, ModelNotFound, PromotionRefused, RegistryError
 from fer.registry.clearml_backend import ClearMLRegistry
@@ -32,6 +33,7 @@ def artifact(root: Path, val_acc: float, tag: str) -> Path:
 def reg(request, tmp_path, monkeypatch):
     if request.param == "local":
         return LocalRegistry(tmp_path / "registry")
+    require_module("clearml", "the ClearML registry backend (requirements.txt)")
     install_fake_server(monkeypatch)
     return ClearMLRegistry(project="fer-contract", cache_dir=tmp_path / "cache")
 

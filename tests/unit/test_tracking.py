@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import require_module
 
 from fer.artifact import ArtifactMeta
 from fer.config import ConfigError, Settings, load_train_config
 from fer.tracking import ClearMLTracker, NeptuneTracker, TrackerUnavailable, make_tracker
+
+require_module("torch", "training (requirements.txt)")
+require_module("clearml", "the ClearML tracker (requirements.txt)")
+require_module("neptune", "the Neptune tracker (requirements.txt)")
+
 from fer.train import fit
 
 FAST = ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=tiny", "precision=fp32"]

@@ -6,9 +6,13 @@ import json
 
 import pytest
 import yaml
+from conftest import require_module
 
 from fer.config import load_train_config
 from fer.tracking import LocalTracker
+
+require_module("torch", "training (requirements.txt)")
+
 from fer.train import fit
 
 # The loop is under test here, not the network: the tiny one keeps these tests to seconds. The first

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import optuna
 import pytest
 import yaml
+from conftest import require_module
 from typer.testing import CliRunner
+
+optuna = require_module("optuna", "tuning (requirements.txt)")
+require_module("torch", "training (requirements.txt)")
 
 from fer.cli import app
 from fer.config import ConfigError, load_train_config
