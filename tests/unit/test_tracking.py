@@ -22,7 +22,11 @@ FAST = ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=tiny", "p
 
 @pytest.fixture
 def clearml_env(tmp_path, monkeypatch):
-    for var in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "CLEARML_CONFIG_FILE"):
+    # Also the variables the SDK sets itself (offline flag, master-process id): undone after the
+    # test, so no later process (a notebook kernel) inherits them and thinks it is a child task.
+    for var in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "CLEARML_CONFIG_FILE",
+                "CLEARML_OFFLINE_MODE", "CLEARML_PROC_MASTER_ID", "CLEARML_TASK_ID", "TRAINS_OFFLINE_MODE",
+                "TRAINS_PROC_MASTER_ID"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml"))
     return tmp_path / "clearml"
