@@ -1,7 +1,7 @@
 # `make test` installs what the tests need and runs them (the README's test command; .ci/run calls it).
 PYTHON ?= python3
 
-.PHONY: test system-deps lint
+.PHONY: test system-deps lint format
 
 system-deps:
 	@# Debian packages the integration and browser tests run for real; skipped where apt is absent.
@@ -16,8 +16,16 @@ APT_PACKAGES ?= chromium prometheus prometheus-alertmanager
 
 test: system-deps
 	$(PYTHON) -m pip install -q -r requirements-dev.txt
-	$(PYTHON) -m ruff check fer tests app.py benchmarks monitoring
+	$(MAKE) lint
 	$(PYTHON) -m pytest
 
+# The same two gates for every Python file: lint rules, then formatting (run `make format` to fix).
+RUFF_PATHS = fer tests app.py benchmarks monitoring notebooks/build_notebooks.py
+
 lint:
-	$(PYTHON) -m ruff check fer tests app.py benchmarks monitoring
+	$(PYTHON) -m ruff check $(RUFF_PATHS)
+	$(PYTHON) -m ruff format --check $(RUFF_PATHS)
+
+format:
+	$(PYTHON) -m ruff format $(RUFF_PATHS)
+	$(PYTHON) -m ruff check --fix $(RUFF_PATHS)

@@ -40,8 +40,9 @@ def running_app(port: int, **env: str):
 
     full_env = {**os.environ, "FER_PORT": str(port), "FER_LOG_LEVEL": "WARNING", "FER_UI": "false", **env}
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while True:
             if time.perf_counter() - t > 120:

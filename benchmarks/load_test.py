@@ -62,13 +62,23 @@ async def run_load(url: str, requests: int, concurrency: int, during=None, progr
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     errors = sum(n for s, n in statuses.items() if s != 200)
-    return {"rps": requests / wall, "p50": ms(latencies, 50), "p99": ms(latencies, 99), "errors": errors,
-            "statuses": dict(statuses), "versions": dict(versions), "wall": wall}
+    return {
+        "rps": requests / wall,
+        "p50": ms(latencies, 50),
+        "p99": ms(latencies, 99),
+        "errors": errors,
+        "statuses": dict(statuses),
+        "versions": dict(versions),
+        "wall": wall,
+    }
 
 
 def report(label: str, r: dict, requests: int, concurrency: int) -> None:
-    print(f"{label}: {requests} requests at concurrency {concurrency}: {r['rps']:.1f} req/s, p50 {r['p50']:.1f} ms, "
-          f"p99 {r['p99']:.1f} ms, errors {r['errors']} {r['statuses']}", flush=True)
+    print(
+        f"{label}: {requests} requests at concurrency {concurrency}: {r['rps']:.1f} req/s, p50 {r['p50']:.1f} ms, "
+        f"p99 {r['p99']:.1f} ms, errors {r['errors']} {r['statuses']}",
+        flush=True,
+    )
 
 
 def throughput(port: int, requests: int, concurrency: int, workers: int, **env) -> dict:
@@ -92,9 +102,12 @@ def memory(port: int, requests: int, concurrency: int) -> None:
                 samples.append((i + 1, rss_mib(proc.pid)))
 
         r = asyncio.run(run_load(url, requests, concurrency, progress=progress))
-        print(f"memory over {requests} requests (after 200 warm-up): "
-              + ", ".join(f"{n}: {m:.0f} MiB" for n, m in samples)
-              + f"; growth {samples[-1][1] - base:+.1f} MiB; errors {r['errors']}", flush=True)
+        print(
+            f"memory over {requests} requests (after 200 warm-up): "
+            + ", ".join(f"{n}: {m:.0f} MiB" for n, m in samples)
+            + f"; growth {samples[-1][1] - base:+.1f} MiB; errors {r['errors']}",
+            flush=True,
+        )
         half = samples[len(samples) // 2][1]
         print(f"  second half growth {samples[-1][1] - half:+.1f} MiB", flush=True)
 
@@ -102,8 +115,10 @@ def memory(port: int, requests: int, concurrency: int) -> None:
 def swap_under_load(port: int, requests: int, concurrency: int) -> None:
     from fer.registry import open_registry
 
-    with tempfile.TemporaryDirectory(prefix="fer-load-") as tmp, \
-            running_app(port, FER_REGISTRY_DIR=f"{tmp}/registry", FER_ADMIN_TOKEN=ADMIN_TOKEN):
+    with (
+        tempfile.TemporaryDirectory(prefix="fer-load-") as tmp,
+        running_app(port, FER_REGISTRY_DIR=f"{tmp}/registry", FER_ADMIN_TOKEN=ADMIN_TOKEN),
+    ):
         url = f"http://127.0.0.1:{port}"
         reg = open_registry(Path(tmp) / "registry")
         shipped = reg.resolve("fer-resnet18@production")
@@ -130,8 +145,9 @@ def main() -> None:
     ap.add_argument("--rss-requests", type=int, default=10000)
     ap.add_argument("--port", type=int, default=8797)
     ap.add_argument("--batch-waits", default="0,2,5", help="FER_BATCH_MAX_WAIT_MS values to compare")
-    ap.add_argument("--batch-models", default="fer-resnet18@production,fer-resnet18@1",
-                    help="models to compare micro-batching on")
+    ap.add_argument(
+        "--batch-models", default="fer-resnet18@production,fer-resnet18@1", help="models to compare micro-batching on"
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["workers", "memory", "swap", "batching"])
     args = ap.parse_args()
     os.chdir(REPO)

@@ -59,9 +59,11 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="fer-onnx-"))
     out.mkdir(parents=True, exist_ok=True)
     fp32 = plain_fp32(mv.path / "model.onnx", out / "fp32.onnx")
-    models = {"fp32": fp32, "int8-static": quantize_onnx(mv.path / "model.onnx", out / "int8_static.onnx",
-                                                         pred.preprocess(calib)),
-              "int8-dynamic": quantize_dynamic_int8(fp32, out / "int8_dynamic.onnx")}
+    models = {
+        "fp32": fp32,
+        "int8-static": quantize_onnx(mv.path / "model.onnx", out / "int8_static.onnx", pred.preprocess(calib)),
+        "int8-dynamic": quantize_dynamic_int8(fp32, out / "int8_dynamic.onnx"),
+    }
     x = pred.preprocess(test.x)
     one, sixteen = x[:1], x[:16]
     print(f"{mv.ref} ({pred.meta.arch}), PrivateTest {len(test)} faces, {os.cpu_count()} CPUs")
@@ -73,14 +75,17 @@ def main() -> None:
                 continue
             s = session(path, threads, level)
             inp = s.get_inputs()[0].name
-            logits = np.concatenate([s.run(None, {inp: x[i:i + 256]})[0] for i in range(0, len(x), 256)])
+            logits = np.concatenate([s.run(None, {inp: x[i : i + 256]})[0] for i in range(0, len(x), 256)])
             acc = float((logits.argmax(1) == test.y).mean())
             base_acc = base_acc if base_acc is not None else acc
             b1 = timeit(lambda s=s, inp=inp: s.run(None, {inp: one}), 400)
             b16 = timeit(lambda s=s, inp=inp: s.run(None, {inp: sixteen}), 60, warmup=5)
             label = f"{kind}, opt {level}, {threads} thread(s)"
-            print(f"{label:<34} {path.stat().st_size / 1e6:>5.1f} {acc:>7.2%} {ms(b1, 50):>10.2f} "
-                  f"{ms(b16, 50) / 16:>12.2f}   ({(acc - base_acc) * 100:+.2f} pt)", flush=True)
+            print(
+                f"{label:<34} {path.stat().st_size / 1e6:>5.1f} {acc:>7.2%} {ms(b1, 50):>10.2f} "
+                f"{ms(b16, 50) / 16:>12.2f}   ({(acc - base_acc) * 100:+.2f} pt)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

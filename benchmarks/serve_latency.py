@@ -37,8 +37,10 @@ def model_latency(artifact: Path, n: int) -> None:
     x = torch.from_numpy(pred.preprocess(face))
     with torch.inference_mode():
         eager = timeit(lambda: model(x), n)
-    print(f"model per face (batch 1, 1 thread, {pred.meta.arch}): ONNX Runtime p50 {ms(ort, 50):.2f} ms, "
-          f"PyTorch eager p50 {ms(eager, 50):.2f} ms -> {statistics.median(eager) / statistics.median(ort):.1f}x")
+    print(
+        f"model per face (batch 1, 1 thread, {pred.meta.arch}): ONNX Runtime p50 {ms(ort, 50):.2f} ms, "
+        f"PyTorch eager p50 {ms(eager, 50):.2f} ms -> {statistics.median(eager) / statistics.median(ort):.1f}x"
+    )
 
 
 def detection_latency(n: int) -> None:
@@ -71,8 +73,10 @@ def http_load(port: int, requests: int, concurrency: int) -> None:
     with ThreadPoolExecutor(concurrency) as pool:
         lat = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - t
-    print(f"POST /predict, concurrency {concurrency}: {requests / wall:.1f} req/s, p50 {ms(lat, 50):.1f} ms, "
-          f"p99 {ms(lat, 99):.1f} ms ({requests} requests, 0 errors)")
+    print(
+        f"POST /predict, concurrency {concurrency}: {requests / wall:.1f} req/s, p50 {ms(lat, 50):.1f} ms, "
+        f"p99 {ms(lat, 99):.1f} ms ({requests} requests, 0 errors)"
+    )
 
 
 def main() -> None:

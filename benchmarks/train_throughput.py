@@ -37,6 +37,7 @@ def step_fn(model, opt, bf16: bool):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -55,7 +56,7 @@ def bench_fer(x, y, arch: str, batches: int, bs: int) -> float:
 
     def run(n):
         for i in range(n):
-            idx = order[(i * bs) % (len(y) - bs):][:bs]
+            idx = order[(i * bs) % (len(y) - bs) :][:bs]
             step(batcher(x[idx]), torch.from_numpy(y[idx]))
 
     run(3)  # warm-up
@@ -71,8 +72,15 @@ def bench_naive(x, y, arch: str, batches: int, bs: int) -> float:
 
     from fer.model import build_model
 
-    tf = T.Compose([T.RandomRotation(15), T.RandomHorizontalFlip(), T.ColorJitter(brightness=0.25), T.ToTensor(),
-                    T.Normalize([0.5], [0.25])])
+    tf = T.Compose(
+        [
+            T.RandomRotation(15),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.25),
+            T.ToTensor(),
+            T.Normalize([0.5], [0.25]),
+        ]
+    )
 
     class PilData(Dataset):
         def __len__(self):
@@ -81,8 +89,7 @@ def bench_naive(x, y, arch: str, batches: int, bs: int) -> float:
         def __getitem__(self, i):
             return tf(Image.fromarray(x[i])), int(y[i])
 
-    loader = DataLoader(PilData(), batch_size=bs, shuffle=True, num_workers=2, drop_last=True,
-                        persistent_workers=True)
+    loader = DataLoader(PilData(), batch_size=bs, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
     model = build_model(arch).train()
     step = step_fn(model, torch.optim.AdamW(model.parameters(), 1e-3), bf16=False)
     it = iter(loader)
@@ -108,8 +115,10 @@ def main() -> None:
     fer = bench_fer(x, y, args.arch, args.batches, args.batch_size)
     print(f"{args.arch}: naive (PIL per sample, DataLoader, fp32): {naive:7.1f} images/s")
     print(f"{args.arch}: fer (batch augmentation, bf16, channels-last): {fer:7.1f} images/s")
-    print(f"speed-up: {fer / naive:.2f}x; one FER-2013 epoch (28,709 images): "
-          f"{28709 / naive:.0f} s vs {28709 / fer:.0f} s")
+    print(
+        f"speed-up: {fer / naive:.2f}x; one FER-2013 epoch (28,709 images): "
+        f"{28709 / naive:.0f} s vs {28709 / fer:.0f} s"
+    )
     for arch in filter(None, args.archs.split(",")):
         n = max(5, args.batches // (8 if arch.endswith("cifar") else 2))
         ips = bench_fer(x, y, arch, n, args.batch_size)

@@ -26,14 +26,24 @@ def main() -> None:
     data = load_dataset(args.data)
     out = tempfile.mkdtemp(prefix="fer-tune-bench-")
     for pruner in ("none", "median"):
-        cfg = load_tune_config("experiments/tune.yaml", [
-            f"trials={args.trials}", f"epochs={args.epochs}", f"subset={args.subset}", f"pruner={pruner}",
-            f"study_name=bench-{pruner}", f"output_dir={out}"])
+        cfg = load_tune_config(
+            "experiments/tune.yaml",
+            [
+                f"trials={args.trials}",
+                f"epochs={args.epochs}",
+                f"subset={args.subset}",
+                f"pruner={pruner}",
+                f"study_name=bench-{pruner}",
+                f"output_dir={out}",
+            ],
+        )
         t = time.perf_counter()
         r = run_study(cfg, data=data)
         wall = time.perf_counter() - t
-        print(f"pruner={pruner:6s}: {args.trials} trials ({r.n_pruned} pruned) in {wall / 60:.1f} min, "
-              f"{args.trials / wall * 3600:.0f} trials/hour, best val_acc {r.best_value:.4f} {r.best_params}")
+        print(
+            f"pruner={pruner:6s}: {args.trials} trials ({r.n_pruned} pruned) in {wall / 60:.1f} min, "
+            f"{args.trials / wall * 3600:.0f} trials/hour, best val_acc {r.best_value:.4f} {r.best_params}"
+        )
 
 
 if __name__ == "__main__":

@@ -96,8 +96,10 @@ def parse_meta(raw: Any, where: str = "meta.json") -> ArtifactMeta:
     if not isinstance(raw, dict):
         raise ArtifactError(f"{where}: expected a JSON object")
     if int(raw.get("schema_version", 1)) > SCHEMA_VERSION:
-        raise ArtifactError(f"{where}: schema_version {raw['schema_version']} is newer than this fer "
-                            f"understands ({SCHEMA_VERSION}); upgrade fer")
+        raise ArtifactError(
+            f"{where}: schema_version {raw['schema_version']} is newer than this fer "
+            f"understands ({SCHEMA_VERSION}); upgrade fer"
+        )
     try:
         return ArtifactMeta.model_validate(raw)
     except ValidationError as e:

@@ -38,9 +38,7 @@ class BatchAugment:
         tx, ty = self._u(b, -c.translate, c.translate, dev) * 2, self._u(b, -c.translate, c.translate, dev) * 2
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         # affine_grid maps output coords to input coords; the flip negates the x column.
-        theta = torch.stack(
-            [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
-        )
+        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if c.contrast > 0:
@@ -67,8 +65,10 @@ class BatchAugment:
         rows = torch.arange(h, device=dev).view(1, h, 1)
         cols = torch.arange(w, device=dev).view(1, 1, w)
         box = (
-            (rows >= y0.view(b, 1, 1)) & (rows < (y0 + eh).view(b, 1, 1))
-            & (cols >= x0.view(b, 1, 1)) & (cols < (x0 + ew).view(b, 1, 1))
+            (rows >= y0.view(b, 1, 1))
+            & (rows < (y0 + eh).view(b, 1, 1))
+            & (cols >= x0.view(b, 1, 1))
+            & (cols < (x0 + ew).view(b, 1, 1))
             & chosen.view(b, 1, 1)
         ).unsqueeze(1)
         noise = torch.rand(x.shape, generator=self.g).to(dev)

@@ -32,8 +32,13 @@ class ClearMLConnection:
 
     @classmethod
     def from_settings(cls, settings) -> ClearMLConnection:
-        return cls(settings.clearml_api_host, settings.clearml_api_access_key, settings.clearml_api_secret_key,
-                   settings.clearml_config_file, settings.clearml_cache_dir)
+        return cls(
+            settings.clearml_api_host,
+            settings.clearml_api_access_key,
+            settings.clearml_api_secret_key,
+            settings.clearml_config_file,
+            settings.clearml_cache_dir,
+        )
 
     @property
     def online(self) -> bool:
@@ -52,8 +57,10 @@ class ClearMLConnection:
             # No reporter subprocess (close() is instant instead of ~10 s) and few HTTP retries.
             conf = Path(cache or tempfile.gettempdir()) / f"fer-clearml-{os.getuid()}.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
-            conf.write_text("sdk { development { report_use_subprocess: false } }\n"
-                            "api { http { retries { total: 2, connect: 2, read: 2 } } }\n")
+            conf.write_text(
+                "sdk { development { report_use_subprocess: false } }\n"
+                "api { http { retries { total: 2, connect: 2, read: 2 } } }\n"
+            )
             os.environ["CLEARML_CONFIG_FILE"] = str(conf)
 
     def check_server(self, timeout: float = 3.0) -> None:
@@ -63,8 +70,9 @@ class ClearMLConnection:
             ClearMLUnavailable: no server configured, or it does not answer within `timeout`.
         """
         if not self.api_host:
-            raise ClearMLUnavailable("no ClearML server configured: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
-                                     "and CLEARML_API_SECRET_KEY")
+            raise ClearMLUnavailable(
+                "no ClearML server configured: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"
+            )
         check_clearml_server(self.api_host, timeout)
 
 
@@ -80,8 +88,9 @@ def check_clearml_server(host: str, timeout: float = 3.0) -> None:
     except urllib.error.HTTPError:
         return  # the server answered (an HTTP error still proves it is there)
     except (OSError, ValueError) as e:
-        raise ClearMLUnavailable(f"ClearML server {host} does not answer ({e}); unset CLEARML_API_HOST to log "
-                                 "offline, or start the server") from None
+        raise ClearMLUnavailable(
+            f"ClearML server {host} does not answer ({e}); unset CLEARML_API_HOST to log offline, or start the server"
+        ) from None
 
 
 def update_weights(output_model, path: Path, offline: bool) -> None:

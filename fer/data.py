@@ -82,8 +82,9 @@ def resolve_data_path(path: str | Path | None) -> Path:
     return p
 
 
-def load_dataset(path: str | Path | None, val_fraction: float = 0.1, seed: int = 0,
-                 cache_dir: Path | str | None = None) -> Dataset:
+def load_dataset(
+    path: str | Path | None, val_fraction: float = 0.1, seed: int = 0, cache_dir: Path | str | None = None
+) -> Dataset:
     """Load FER-2013 from a Kaggle CSV (plain or .gz) or an image-folder tree.
 
     Args:
@@ -146,9 +147,7 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise DataError(f"{path}: empty file") from None
-        if header[:2] != ["emotion", "pixels"] or len(header) > 3 or (
-            len(header) == 3 and header[2] != "Usage"
-        ):
+        if header[:2] != ["emotion", "pixels"] or len(header) > 3 or (len(header) == 3 and header[2] != "Usage"):
             raise DataError(f"{path}: header must be 'emotion,pixels[,Usage]', found {','.join(header)!r}")
         has_usage = len(header) == 3
         labels, usages, pixel_rows = [], [], []
@@ -190,8 +189,11 @@ def _csv_dataset(path, checksum, x, y, usage, val_fraction, seed) -> Dataset:
     rows = np.arange(len(y))
     if (usage == -1).all():  # no Usage column: everything is training data
         usage = np.zeros_like(usage)
-    splits = {name: Split(x[usage == code], y[usage == code], rows[usage == code])
-              for code, name in enumerate(("train", "val", "test")) if (usage == code).any()}
+    splits = {
+        name: Split(x[usage == code], y[usage == code], rows[usage == code])
+        for code, name in enumerate(("train", "val", "test"))
+        if (usage == code).any()
+    }
     if "val" not in splits and "train" in splits:
         splits["train"], splits["val"] = split_stratified(splits["train"], val_fraction, seed)
     return Dataset(splits, str(path), checksum, "csv")
@@ -263,8 +265,9 @@ def split_stratified(split: Split, val_fraction: float, seed: int) -> tuple[Spli
     return split.subset(np.flatnonzero(mask)), split.subset(val_idx)
 
 
-def iterate_batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
-                    drop_last: bool = False) -> Iterator[np.ndarray]:
+def iterate_batches(
+    n: int, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None, drop_last: bool = False
+) -> Iterator[np.ndarray]:
     """Index batches over range(n)."""
     order = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n

@@ -21,8 +21,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] | tuple[str, ...],
-                           n_bins: int = 15) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str] | tuple[str, ...], n_bins: int = 15
+) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and ECE.
 
     Args:
@@ -46,8 +47,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {
-            lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                  "support": int(cm[i].sum())}
+            lab: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(cm[i].sum()),
+            }
             for i, lab in enumerate(labels)
         },
         "confusion_matrix": cm.tolist(),
@@ -68,8 +73,7 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> tupl
             continue
         acc, avg_conf = float(correct[m].mean()), float(conf[m].mean())
         ece += m.mean() * abs(acc - avg_conf)
-        bins.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()), "accuracy": acc,
-                     "confidence": avg_conf})
+        bins.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()), "accuracy": acc, "confidence": avg_conf})
     return float(ece), bins
 
 
@@ -107,8 +111,12 @@ def save_report(metrics: dict[str, Any], labels: list[str], out_dir: Path, title
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": out_dir / "metrics.json", "confusion_json": out_dir / "confusion_matrix.json",
-             "confusion_png": out_dir / "confusion_matrix.png", "reliability_png": out_dir / "reliability.png"}
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "confusion_json": out_dir / "confusion_matrix.json",
+        "confusion_png": out_dir / "confusion_matrix.png",
+        "reliability_png": out_dir / "reliability.png",
+    }
     paths["metrics"].write_text(json.dumps(metrics, indent=2))
     paths["confusion_json"].write_text(json.dumps({"labels": list(labels), "matrix": metrics["confusion_matrix"]}))
 
@@ -120,8 +128,15 @@ def save_report(metrics: dict[str, Any], labels: list[str], out_dir: Path, title
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}: accuracy {metrics['accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f}")
@@ -132,8 +147,13 @@ def save_report(metrics: dict[str, Any], labels: list[str], out_dir: Path, title
     fig, ax = plt.subplots(figsize=(5, 5))
     bins = metrics["reliability"]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
-           width=1 / max(len(bins), 1) * 0.9 if bins else 0.05, alpha=0.7, label="accuracy")
+    ax.bar(
+        [(b["lo"] + b["hi"]) / 2 for b in bins],
+        [b["accuracy"] for b in bins],
+        width=1 / max(len(bins), 1) * 0.9 if bins else 0.05,
+        alpha=0.7,
+        label="accuracy",
+    )
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C1", label="observed")
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
@@ -153,9 +173,11 @@ def evaluate_split(predictor, split, tta_flip: bool = False, ferplus: Path | Non
     if ferplus is not None:
         fp_label, valid = ferplus_majority(Path(ferplus), split.rows)
         pred = probs.argmax(1)
-        metrics["ferplus"] = {"accuracy": float((pred[valid] == fp_label[valid]).mean()) if valid.any() else 0.0,
-                              "n": int(valid.sum()),
-                              "agreement_fer2013_vs_ferplus": float((split.y[valid] == fp_label[valid]).mean())}
+        metrics["ferplus"] = {
+            "accuracy": float((pred[valid] == fp_label[valid]).mean()) if valid.any() else 0.0,
+            "n": int(valid.sum()),
+            "agreement_fer2013_vs_ferplus": float((split.y[valid] == fp_label[valid]).mean()),
+        }
     return metrics
 
 

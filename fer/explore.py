@@ -8,8 +8,9 @@ import numpy as np
 
 from fer.data import LABELS, Dataset, Split, load_dataset
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / \
-    "fer2013_reconstructed.csv.gz"
+DEFAULT_DATA = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / "fer2013_reconstructed.csv.gz"
+)
 
 
 def demo_dataset(n_per_class: int = 30, seed: int = 0) -> Dataset:

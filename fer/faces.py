@@ -91,8 +91,11 @@ class FaceDetector:
         cv2 = self._cv2
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_SIDE / max(h, w))
-        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        small = (
+            cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            if scale < 1
+            else rgb
+        )
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         det = self._detector()
         det.setInputSize((bgr.shape[1], bgr.shape[0]))
@@ -105,8 +108,7 @@ class FaceDetector:
             box = _clip_box(x, y, bw, bh, w, h)
             if box[2] < 2 or box[3] < 2:
                 continue
-            faces.append(Face(box, float(row[14]), self.align(gray, (x, y, bw, bh), marks),
-                              [tuple(m) for m in marks]))
+            faces.append(Face(box, float(row[14]), self.align(gray, (x, y, bw, bh), marks), [tuple(m) for m in marks]))
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces[: self.max_faces]
 
@@ -123,8 +125,9 @@ class FaceDetector:
         m = cv2.getRotationMatrix2D((cx, cy), angle, s)
         m[0, 2] += self.input_size / 2 - cx
         m[1, 2] += self.input_size / 2 - cy
-        return cv2.warpAffine(gray, m, (self.input_size, self.input_size), flags=cv2.INTER_AREA,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            gray, m, (self.input_size, self.input_size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+        )
 
     def whole_image(self, rgb: np.ndarray) -> Face:
         """The whole image as one face: for inputs that are already face crops."""

@@ -69,8 +69,11 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
                 # 16-bit grayscale (medical, scientific, some camera PNGs): PIL's convert("RGB")
                 # clips at 255, which turns a normal photo almost white; scale the range instead.
                 deep = np.asarray(im, dtype=np.int64)
-                im = Image.fromarray((np.clip(deep, 0, 65535) >> 8).astype(np.uint8), "L") if deep.max() > 255 \
+                im = (
+                    Image.fromarray((np.clip(deep, 0, 65535) >> 8).astype(np.uint8), "L")
+                    if deep.max() > 255
                     else Image.fromarray(np.clip(deep, 0, 255).astype(np.uint8), "L")
+                )
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # Composite transparency on white, as a viewer shows it, rather than on black.
                 rgba = im.convert("RGBA")

@@ -33,8 +33,9 @@ class Predictor:
         name, version: how the model is reported (defaults from meta).
     """
 
-    def __init__(self, artifact_dir: Path | str, threads: int = 1, name: str | None = None,
-                 version: str | int | None = None):
+    def __init__(
+        self, artifact_dir: Path | str, threads: int = 1, name: str | None = None, version: str | int | None = None
+    ):
         import onnxruntime as ort
 
         self.artifact_dir = Path(artifact_dir)
@@ -50,8 +51,9 @@ class Predictor:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.artifact_dir / ONNX_FILE), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.artifact_dir / ONNX_FILE), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         self._input = self.session.get_inputs()[0].name
 
     def preprocess(self, faces: np.ndarray) -> np.ndarray:
@@ -81,8 +83,11 @@ class Predictor:
 
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         return [
-            Prediction(self.labels[int(p.argmax())], float(p.max()),
-                       {lab: float(v) for lab, v in zip(self.labels, p, strict=True)})
+            Prediction(
+                self.labels[int(p.argmax())],
+                float(p.max()),
+                {lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
+            )
             for p in probs
         ]
 
@@ -138,9 +143,17 @@ class EmotionService:
         self.batcher = batcher  # a MicroBatcher over predictor.predict_proba, or None
 
     @classmethod
-    def from_artifact(cls, artifact_dir: Path | str, name: str | None = None, version: str | int | None = None,
-                      threads: int = 1, score_threshold: float = 0.7, max_faces: int = 64,
-                      batch_max_wait: float = 0.0, batch_max_size: int = 32) -> EmotionService:
+    def from_artifact(
+        cls,
+        artifact_dir: Path | str,
+        name: str | None = None,
+        version: str | int | None = None,
+        threads: int = 1,
+        score_threshold: float = 0.7,
+        max_faces: int = 64,
+        batch_max_wait: float = 0.0,
+        batch_max_size: int = 32,
+    ) -> EmotionService:
         """`batch_max_wait` > 0 turns on micro-batching across concurrent requests (fer.batching)."""
         from fer.faces import FaceDetector
 
@@ -168,8 +181,13 @@ class EmotionService:
             probs = self.batcher(crops) if self.batcher else self.predictor.predict_proba(crops)
             preds = self.predictor.predictions(probs)
             results = [
-                FaceResult(box=Box(x=f.box[0], y=f.box[1], w=f.box[2], h=f.box[3]), emotion=p.emotion,
-                           confidence=p.confidence, probabilities=p.probabilities, detection_score=f.score)
+                FaceResult(
+                    box=Box(x=f.box[0], y=f.box[1], w=f.box[2], h=f.box[3]),
+                    emotion=p.emotion,
+                    confidence=p.confidence,
+                    probabilities=p.probabilities,
+                    detection_score=f.score,
+                )
                 for f, p in zip(faces, preds, strict=True)
             ]
         t2 = time.perf_counter()

@@ -44,30 +44,49 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self._model_labels: tuple[str, str] | None = None
         r = self.registry
-        self.requests = Counter("fer_http_requests", "HTTP requests by route, method and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("fer_http_request_duration_seconds", "HTTP request latency by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("fer_inference_duration_seconds", "Emotion model time per image (all faces)",
-                                   buckets=MODEL_BUCKETS, registry=r)
-        self.detection = Histogram("fer_detection_duration_seconds", "Face detection time per image",
-                                   buckets=MODEL_BUCKETS, registry=r)
-        self.faces = Histogram("fer_faces_per_image", "Faces found per analysed image", buckets=FACES_BUCKETS,
-                               registry=r)
+        self.requests = Counter(
+            "fer_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "fer_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "fer_inference_duration_seconds",
+            "Emotion model time per image (all faces)",
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.detection = Histogram(
+            "fer_detection_duration_seconds", "Face detection time per image", buckets=MODEL_BUCKETS, registry=r
+        )
+        self.faces = Histogram(
+            "fer_faces_per_image", "Faces found per analysed image", buckets=FACES_BUCKETS, registry=r
+        )
         self.predictions = Counter("fer_predictions", "Predicted emotions, one per face", ["emotion"], registry=r)
-        self.confidence = Histogram("fer_prediction_confidence", "Top-class probability per face",
-                                    buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.confidence = Histogram(
+            "fer_prediction_confidence", "Top-class probability per face", buckets=CONFIDENCE_BUCKETS, registry=r
+        )
         self.no_face = Counter("fer_no_face", "Images in which no face was found", registry=r)
-        self.images = Counter("fer_images_analyzed", "Images analysed, by source (api or ui)", ["source"],
-                              registry=r)
+        self.images = Counter("fer_images_analyzed", "Images analysed, by source (api or ui)", ["source"], registry=r)
         # Across workers: a version is served if any live worker serves it; the app is ready only if
         # every live worker is (one worker without a model fails a third of requests).
-        self.model_info = Gauge("fer_model_info", "The model being served (value 1)", ["name", "version"],
-                                registry=r, multiprocess_mode="livemax")
-        self.model_ready = Gauge("fer_model_ready", "1 when a model is loaded and serving", registry=r,
-                                 multiprocess_mode="livemin")
-        self.model_load_failures = Counter("fer_model_load_failures", "Models that failed to load or were refused",
-                                           registry=r)
+        self.model_info = Gauge(
+            "fer_model_info",
+            "The model being served (value 1)",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_ready = Gauge(
+            "fer_model_ready", "1 when a model is loaded and serving", registry=r, multiprocess_mode="livemin"
+        )
+        self.model_load_failures = Counter(
+            "fer_model_load_failures", "Models that failed to load or were refused", registry=r
+        )
 
     def set_model(self, name: str, version: str) -> None:
         old, self._model_labels = self._model_labels, (name, version)

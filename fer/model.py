@@ -73,11 +73,18 @@ def _tiny(pretrained: bool, num_classes: int, dropout: float) -> nn.Module:
     if pretrained:
         raise PretrainedUnavailable("the tiny test network has no pretrained weights")
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
         # A 4x4 grid, not a global pool: where a feature is matters (the synthetic test classes
         # differ only by position).
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(dropout), nn.Linear(32 * 16, num_classes),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(32 * 16, num_classes),
     )
 
 
@@ -104,10 +111,21 @@ def build_model(arch: str, num_classes: int = 7, pretrained: bool = False, dropo
 def code_version() -> str:
     """Git commit of the code (with '-dirty' when modified), or 'unknown' outside a checkout."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{rev}-dirty" if dirty else rev
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -119,7 +137,7 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in state.items():
         for prefix in ("_orig_mod.", "module."):
             if k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
@@ -152,8 +170,14 @@ def export_onnx(model: nn.Module, path: Path, input_size: int = 48) -> Path:
     model = model.eval().to("cpu", memory_format=torch.contiguous_format).float()
     dummy = torch.zeros(1, 1, input_size, input_size)
     torch.onnx.export(
-        model, (dummy,), str(path), input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        model,
+        (dummy,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     return path
 
@@ -195,8 +219,9 @@ def compact_onnx(src: Path, dst: Path) -> Path:
         if init.data_type == TensorProto.FLOAT and arr.size >= 1024:
             half = numpy_helper.from_array(arr.astype(np.float16), name=f"{init.name}__fp16")
             keep.append(half)
-            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
-                                          name=f"{init.name}__cast"))
+            casts.append(
+                helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=f"{init.name}__cast")
+            )
         else:
             keep.append(init)
     del graph.initializer[:]

@@ -60,19 +60,26 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, batch_size: int
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self.batches = iter([{name: calibration[i : i + batch_size]}
-                                     for i in range(0, len(calibration), batch_size)])
+                self.batches = iter(
+                    [{name: calibration[i : i + batch_size]} for i in range(0, len(calibration), batch_size)]
+                )
 
             def get_next(self):
                 return next(self.batches, None)
 
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     return dst
 
 
-def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarray, parent: str,
-                      seed: int = 0) -> Path:
+def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarray, parent: str, seed: int = 0) -> Path:
     """A new artifact folder: `src_dir`'s model quantised to int8, its meta saying so.
 
     Metrics are the parent's until re-evaluated (`fer quantize` does that before registering).
@@ -84,9 +91,14 @@ def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarr
     predictor = Predictor(src_dir)
     quantize_onnx(src_dir / ONNX_FILE, dst_dir / ONNX_FILE, predictor.preprocess(calibration_images))
     meta = read_meta(src_dir)
-    meta.quantization = {"method": "onnxruntime static QDQ", "weights": "int8 per-channel",
-                         "activations": "uint8", "calibration_images": len(calibration_images),
-                         "calibration_seed": seed, "parent": parent}
+    meta.quantization = {
+        "method": "onnxruntime static QDQ",
+        "weights": "int8 per-channel",
+        "activations": "uint8",
+        "calibration_images": len(calibration_images),
+        "calibration_seed": seed,
+        "parent": parent,
+    }
     write_meta(dst_dir, meta)
     for extra in src_dir.iterdir():  # anything else the artifact carries (not registry bookkeeping)
         if extra.name not in {ONNX_FILE, META_FILE, CARD_FILE} and extra.is_file():
@@ -94,8 +106,9 @@ def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarr
     return dst_dir
 
 
-def quantize_and_measure(src_dir: Path, dst_dir: Path, ds, parent: str, calibration: int = 1000,
-                         seed: int = 0) -> dict[str, tuple[float, float]]:
+def quantize_and_measure(
+    src_dir: Path, dst_dir: Path, ds, parent: str, calibration: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """Quantise with `calibration` random Training images, then re-measure val and test.
 
     Returns {metric: (parent value, int8 value)} for val_acc and test_acc where both exist.

@@ -29,11 +29,20 @@ class Tracker(Protocol):
 class NullTracker:
     """Logs nothing; for tests and library use."""
 
-    def start(self, project, name, tags, config): pass
-    def log_metrics(self, metrics, step): pass
-    def log_confusion_matrix(self, matrix, labels, step): pass
-    def log_artifact(self, path, name, meta): pass
-    def finish(self, status): pass
+    def start(self, project, name, tags, config):
+        pass
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_confusion_matrix(self, matrix, labels, step):
+        pass
+
+    def log_artifact(self, path, name, meta):
+        pass
+
+    def finish(self, status):
+        pass
 
 
 class LocalTracker:
@@ -73,6 +82,7 @@ class MultiTracker:
         def fan_out(*args, **kwargs):
             for t in self.trackers:
                 getattr(t, method)(*args, **kwargs)
+
         return fan_out
 
 
@@ -106,8 +116,13 @@ class ClearMLTracker:
     imports later (`clearml-task --import-offline-session <zip>`).
     """
 
-    def __init__(self, project: str = "fer", offline: bool | None = None, cache_dir: Path | str | None = None,
-                 connection: ClearMLConnection | None = None):
+    def __init__(
+        self,
+        project: str = "fer",
+        offline: bool | None = None,
+        cache_dir: Path | str | None = None,
+        connection: ClearMLConnection | None = None,
+    ):
         self.project = project
         self.connection = connection or ClearMLConnection()
         self.offline = (not self.connection.online) if offline is None else offline
@@ -134,9 +149,13 @@ class ClearMLTracker:
             except ClearMLUnavailable as e:
                 raise TrackerUnavailable(str(e)) from None
         self.task = Task.init(
-            project_name=self.project or project, task_name=name, tags=list(tags), reuse_last_task_id=False,
+            project_name=self.project or project,
+            task_name=name,
+            tags=list(tags),
+            reuse_last_task_id=False,
             # A dict, not False: plain False still lets the SDK ping its update server.
-            auto_connect_frameworks={"detect_repository": False}, auto_connect_arg_parser=False,
+            auto_connect_frameworks={"detect_repository": False},
+            auto_connect_arg_parser=False,
             auto_resource_monitoring=False,
         )
         self.task.connect(_flat(config), name="config")
@@ -149,17 +168,28 @@ class ClearMLTracker:
 
     def log_confusion_matrix(self, matrix, labels, step):
         self.task.get_logger().report_confusion_matrix(
-            title="confusion_matrix", series="val", matrix=matrix, iteration=step, xaxis="predicted",
-            yaxis="true", xlabels=list(labels), ylabels=list(labels))
+            title="confusion_matrix",
+            series="val",
+            matrix=matrix,
+            iteration=step,
+            xaxis="predicted",
+            yaxis="true",
+            xlabels=list(labels),
+            ylabels=list(labels),
+        )
 
     def log_artifact(self, path, name, meta):
         from clearml import OutputModel
 
         path = Path(path)
         weights = path / "model.onnx" if (path / "model.onnx").is_file() else path / "weights.pt"
-        om = OutputModel(task=self.task, name=name, tags=[meta.arch],
-                         framework="ONNX" if weights.suffix == ".onnx" else "PyTorch",
-                         label_enumeration={lab: i for i, lab in enumerate(meta.labels)})
+        om = OutputModel(
+            task=self.task,
+            name=name,
+            tags=[meta.arch],
+            framework="ONNX" if weights.suffix == ".onnx" else "PyTorch",
+            label_enumeration={lab: i for i, lab in enumerate(meta.labels)},
+        )
         update_weights(om, weights, self.offline)
         self.task.upload_artifact("meta", artifact_object=meta.to_json())
         # set_parameter adds to the connected config; set_parameters would replace all of it.
@@ -175,8 +205,9 @@ class ClearMLTracker:
         if self.offline:
             folder = self.task.get_offline_mode_folder()
             self.session_zip = Path(f"{folder}.zip") if folder else None
-            log.info("ClearML offline session: %s (import with clearml-task --import-offline-session)",
-                     self.session_zip)
+            log.info(
+                "ClearML offline session: %s (import with clearml-task --import-offline-session)", self.session_zip
+            )
 
 
 class NeptuneTracker:
@@ -204,10 +235,18 @@ class NeptuneTracker:
         except ImportError as e:
             raise TrackerUnavailable("the neptune tracker needs `pip install neptune`") from e
         self.run = neptune.init_run(
-            project=self.project, api_token=self.api_token, name=name, tags=list(tags), mode=self.mode,
+            project=self.project,
+            api_token=self.api_token,
+            name=name,
+            tags=list(tags),
+            mode=self.mode,
             capture_stdout=False,
-            capture_stderr=False, capture_hardware_metrics=False, capture_traceback=False, source_files=[],
-            git_ref=False)
+            capture_stderr=False,
+            capture_hardware_metrics=False,
+            capture_traceback=False,
+            source_files=[],
+            git_ref=False,
+        )
         self.run["parameters"] = _flat(config)
 
     def log_metrics(self, metrics, step):
@@ -246,6 +285,7 @@ def make_tracker(names: str | list[str], run_dir: Path, settings=None) -> MultiT
         from fer.config import ConfigError
 
         raise ConfigError(f"unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
+
     def build(name: str) -> Tracker:
         if name == "local":
             return LocalTracker(run_dir)
@@ -256,23 +296,29 @@ def make_tracker(names: str | list[str], run_dir: Path, settings=None) -> MultiT
     return MultiTracker([build(n) for n in names])
 
 
-def enqueue_remote(queue: str, project: str, name: str, config: dict[str, Any],
-                   connection: ClearMLConnection) -> None:
+def enqueue_remote(queue: str, project: str, name: str, config: dict[str, Any], connection: ClearMLConnection) -> None:
     """Hand this training run to a ClearML agent listening on `queue` (e.g. a GPU worker).
 
     Locally this creates the task and exits the process; on the agent, the same command runs
     again, `execute_remotely` returns at once, and training proceeds there.
     """
     if not connection.online:
-        raise TrackerUnavailable("--queue needs a ClearML server: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
-                                 "and CLEARML_API_SECRET_KEY (see README, 'Training on ClearML agents')")
+        raise TrackerUnavailable(
+            "--queue needs a ClearML server: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY "
+            "and CLEARML_API_SECRET_KEY (see README, 'Training on ClearML agents')"
+        )
     try:
         connection.check_server()
     except ClearMLUnavailable as e:
         raise TrackerUnavailable(str(e)) from None
     from clearml import Task
 
-    task = Task.init(project_name=project, task_name=name, reuse_last_task_id=False,
-                     auto_connect_frameworks={"detect_repository": False}, auto_resource_monitoring=False)
+    task = Task.init(
+        project_name=project,
+        task_name=name,
+        reuse_last_task_id=False,
+        auto_connect_frameworks={"detect_repository": False},
+        auto_resource_monitoring=False,
+    )
     task.connect(_flat(config), name="config")
     task.execute_remotely(queue_name=queue, clone=False, exit_process=True)

@@ -70,8 +70,9 @@ def seed_everything(seed: int) -> torch.Generator:
 class Batcher:
     """Turns uint8 arrays into normalised float batches on the device, augmenting when asked."""
 
-    def __init__(self, mean: float, std: float, device: torch.device, channels_last: bool,
-                 augment: BatchAugment | None = None):
+    def __init__(
+        self, mean: float, std: float, device: torch.device, channels_last: bool, augment: BatchAugment | None = None
+    ):
         self.mean, self.std, self.device = mean, std, device
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.augment = augment
@@ -89,13 +90,28 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def train_one_epoch(model, split: Split, batcher: Batcher, optimizer, scheduler, cfg: TrainConfig,
-                    rng: np.random.Generator, bf16: bool, desc: str = "train") -> dict[str, float]:
+def train_one_epoch(
+    model,
+    split: Split,
+    batcher: Batcher,
+    optimizer,
+    scheduler,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    bf16: bool,
+    desc: str = "train",
+) -> dict[str, float]:
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = num_batches(len(split), cfg.batch_size, drop_last=True)
-    bar = tqdm(iterate_batches(len(split), cfg.batch_size, True, rng, drop_last=True), total=steps,
-               desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        iterate_batches(len(split), cfg.batch_size, True, rng, drop_last=True),
+        total=steps,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     for idx in bar:
         x = batcher(split.x[idx])
         y = torch.from_numpy(split.y[idx]).to(batcher.device)
@@ -116,8 +132,9 @@ def train_one_epoch(model, split: Split, batcher: Batcher, optimizer, scheduler,
 
 
 @torch.no_grad()
-def predict_probs(model, x_u8: np.ndarray, batcher: Batcher, batch_size: int, bf16: bool,
-                  tta_flip: bool = False) -> np.ndarray:
+def predict_probs(
+    model, x_u8: np.ndarray, batcher: Batcher, batch_size: int, bf16: bool, tta_flip: bool = False
+) -> np.ndarray:
     """Class probabilities (N, C) as float32, optionally averaged with the mirrored image."""
     model.eval()
     out = []
@@ -131,15 +148,18 @@ def predict_probs(model, x_u8: np.ndarray, batcher: Batcher, batch_size: int, bf
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
 
-def evaluate_epoch(model, split: Split, batcher: Batcher, cfg: TrainConfig, bf16: bool,
-                   prefix: str = "val") -> tuple[dict[str, float], list[list[int]]]:
+def evaluate_epoch(
+    model, split: Split, batcher: Batcher, cfg: TrainConfig, bf16: bool, prefix: str = "val"
+) -> tuple[dict[str, float], list[list[int]]]:
     probs = predict_probs(model, split.x, batcher, cfg.eval_batch_size, bf16)
     y = split.y
     eps = 1e-7
     loss = float(-np.log(probs[np.arange(len(y)), y] + eps).mean())
     m = classification_metrics(y, probs, LABELS)
-    return ({f"{prefix}_loss": loss, f"{prefix}_acc": m["accuracy"], f"{prefix}_f1": m["macro_f1"]},
-            m["confusion_matrix"])
+    return (
+        {f"{prefix}_loss": loss, f"{prefix}_acc": m["accuracy"], f"{prefix}_f1": m["macro_f1"]},
+        m["confusion_matrix"],
+    )
 
 
 def _save_last(run_dir: Path, state: dict[str, Any]) -> None:
@@ -159,10 +179,19 @@ def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> t
     return data, train, data["val"]
 
 
-def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None = None,
-        tracker: Tracker | None = None, callbacks: list[EpochCallback] | None = None,
-        run_dir: Path | None = None, resume: Path | None = None, evaluate_test: bool = True,
-        export_onnx: bool = True, checkpoints: bool = True) -> FitResult:
+def fit(
+    cfg: TrainConfig,
+    *,
+    data: Dataset | None = None,
+    data_path: str | None = None,
+    tracker: Tracker | None = None,
+    callbacks: list[EpochCallback] | None = None,
+    run_dir: Path | None = None,
+    resume: Path | None = None,
+    evaluate_test: bool = True,
+    export_onnx: bool = True,
+    checkpoints: bool = True,
+) -> FitResult:
     """Train a model as `cfg` says and write a run directory with the best checkpoint's artifact.
 
     Args:
@@ -228,22 +257,48 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
     eval_batcher = Batcher(mean, std, device, cfg.channels_last)
-    run_info = {"data_sha256": data.checksum, "code_version": code_version(), "train_size": len(train),
-                "device": str(device), "bf16": bf16}
-    tracker.start(project="fer", name=run_dir.name, tags=[cfg.name, cfg.model.arch],
-                  config={**cfg.model_dump(mode="json"), "run": run_info})
-    log.info("training %s on %s (bf16=%s): %d train / %d val images, %d epochs", cfg.model.arch, device, bf16,
-             len(train), len(val), cfg.epochs)
+    run_info = {
+        "data_sha256": data.checksum,
+        "code_version": code_version(),
+        "train_size": len(train),
+        "device": str(device),
+        "bf16": bf16,
+    }
+    tracker.start(
+        project="fer",
+        name=run_dir.name,
+        tags=[cfg.name, cfg.model.arch],
+        config={**cfg.model_dump(mode="json"), "run": run_info},
+    )
+    log.info(
+        "training %s on %s (bf16=%s): %d train / %d val images, %d epochs",
+        cfg.model.arch,
+        device,
+        bf16,
+        len(train),
+        len(val),
+        cfg.epochs,
+    )
 
     interrupted, status, t0 = False, "completed", time.time()
-    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs,
-                     dynamic_ncols=True)
+    epoch_bar = tqdm(
+        range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs, dynamic_ncols=True
+    )
     try:
         for epoch in epoch_bar:
             te = time.time()
             metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-            metrics |= train_one_epoch(model, train, train_batcher, optimizer, scheduler, cfg, rng, bf16,
-                                       desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            metrics |= train_one_epoch(
+                model,
+                train,
+                train_batcher,
+                optimizer,
+                scheduler,
+                cfg,
+                rng,
+                bf16,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            )
             val_m, cm = evaluate_epoch(model, val, eval_batcher, cfg, bf16)
             metrics |= val_m | {"epoch_time_s": time.time() - te}
             if scheduler is not None and cfg.optim.scheduler == "plateau":
@@ -260,14 +315,26 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
                     torch.save(best_state, run_dir / "best.pt")
                 tracker.log_confusion_matrix(cm, list(LABELS), step=epoch + 1)
             if checkpoints:
-                _save_last(run_dir, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
-                    "mean": mean, "std": std, "config": cfg.model_dump(mode="json"),
-                    "np_rng": rng.bit_generator.state, "torch_rng": gen.get_state()})
-            epoch_bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}",
-                                  best=f"{best_acc:.3f}")
+                _save_last(
+                    run_dir,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "epoch": epoch,
+                        "history": history,
+                        "best_acc": best_acc,
+                        "best_epoch": best_epoch,
+                        "mean": mean,
+                        "std": std,
+                        "config": cfg.model_dump(mode="json"),
+                        "np_rng": rng.bit_generator.state,
+                        "torch_rng": gen.get_state(),
+                    },
+                )
+            epoch_bar.set_postfix(
+                loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}", best=f"{best_acc:.3f}"
+            )
             log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
             stop = any(cb(epoch + 1, metrics) for cb in (callbacks or []))
             if cfg.early_stopping and epoch - best_epoch >= cfg.early_stopping:
@@ -292,17 +359,30 @@ def fit(cfg: TrainConfig, *, data: Dataset | None = None, data_path: str | None 
         test_m, _ = evaluate_epoch(model, data["test"], eval_batcher, cfg, bf16, prefix="test")
         final |= test_m
     meta = ArtifactMeta(
-        name=cfg.name, arch=cfg.model.arch, labels=list(LABELS), input_size=48, channels=1,
+        name=cfg.name,
+        arch=cfg.model.arch,
+        labels=list(LABELS),
+        input_size=48,
+        channels=1,
         normalize=Normalize(mean=mean, std=std, scale=1 / 255),
-        dropout=cfg.model.dropout, metrics=final, history=history, config=cfg.model_dump(mode="json"),
-        data={"source": Path(data.source).name, "layout": data.layout, "sha256": data.checksum,
-              "train_size": len(train)},
-        code_version=run_info["code_version"], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        device=str(device), bf16=bf16, torch=torch.__version__,
+        dropout=cfg.model.dropout,
+        metrics=final,
+        history=history,
+        config=cfg.model_dump(mode="json"),
+        data={
+            "source": Path(data.source).name,
+            "layout": data.layout,
+            "sha256": data.checksum,
+            "train_size": len(train),
+        },
+        code_version=run_info["code_version"],
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        device=str(device),
+        bf16=bf16,
+        torch=torch.__version__,
     )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
     tracker.log_artifact(artifact_dir, cfg.name, meta)
     tracker.finish(status)
     log.info("best val_acc %.4f at epoch %d; artifact in %s", best_acc, best_epoch + 1, artifact_dir)
     return FitResult(run_dir, artifact_dir, final, interrupted)
-

@@ -95,9 +95,11 @@ def base_train_config(cfg: TuneConfig) -> TrainConfig:
 def suggest(trial, cfg: TuneConfig) -> list[str]:
     """The trial's hyperparameters as TrainConfig overrides."""
     s = cfg.search
-    out = [f"optim.lr={trial.suggest_float('lr', *s.lr, log=True)}",
-           f"batch_size={trial.suggest_categorical('batch_size', s.batch_size)}",
-           f"optim.name={trial.suggest_categorical('optimizer', s.optimizer)}"]
+    out = [
+        f"optim.lr={trial.suggest_float('lr', *s.lr, log=True)}",
+        f"batch_size={trial.suggest_categorical('batch_size', s.batch_size)}",
+        f"optim.name={trial.suggest_categorical('optimizer', s.optimizer)}",
+    ]
     if s.weight_decay:
         wd = trial.suggest_float("weight_decay", *s.weight_decay, log=s.weight_decay[0] > 0)
         out.append(f"optim.weight_decay={wd}")
@@ -105,8 +107,11 @@ def suggest(trial, cfg: TuneConfig) -> list[str]:
         out.append(f"label_smoothing={trial.suggest_float('label_smoothing', *s.label_smoothing)}")
     if s.augment_strength:
         k = trial.suggest_float("augment_strength", *s.augment_strength)
-        out += [f"augment.rotation={15 * k}", f"augment.brightness={min(1.0, 0.25 * k)}",
-                f"augment.translate={min(0.5, 0.1 * k)}"]
+        out += [
+            f"augment.rotation={15 * k}",
+            f"augment.brightness={min(1.0, 0.25 * k)}",
+            f"augment.translate={min(0.5, 0.1 * k)}",
+        ]
     return out
 
 
@@ -148,9 +153,14 @@ def _pruner(cfg: TuneConfig):
 def create_study(cfg: TuneConfig, workers: int = 1):
     import optuna
 
-    return optuna.create_study(study_name=cfg.study_name, storage=storage_url(cfg, workers), direction="maximize",
-                               load_if_exists=True, pruner=_pruner(cfg),
-                               sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    return optuna.create_study(
+        study_name=cfg.study_name,
+        storage=storage_url(cfg, workers),
+        direction="maximize",
+        load_if_exists=True,
+        pruner=_pruner(cfg),
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+    )
 
 
 def make_objective(cfg: TuneConfig, data, trackers: str = "none"):
@@ -174,8 +184,16 @@ def make_objective(cfg: TuneConfig, data, trackers: str = "none"):
 
         tracker = make_tracker(trackers, run_dir)
         tracker_tags = [f"study:{cfg.study_name}", f"trial:{trial.number}"]
-        result = fit(train_cfg, data=data, run_dir=run_dir, callbacks=[report], evaluate_test=False,
-                     export_onnx=False, checkpoints=False, tracker=_Tagged(tracker, tracker_tags))
+        result = fit(
+            train_cfg,
+            data=data,
+            run_dir=run_dir,
+            callbacks=[report],
+            evaluate_test=False,
+            export_onnx=False,
+            checkpoints=False,
+            tracker=_Tagged(tracker, tracker_tags),
+        )
         trial.set_user_attr("run_dir", str(run_dir))
         if pruned["flag"]:
             raise optuna.TrialPruned()
@@ -218,8 +236,9 @@ def _worker(cfg_json: str, data_path: str | None, n_trials: int, trackers: str) 
     study.optimize(make_objective(cfg, data, trackers), n_trials=n_trials, timeout=cfg.timeout, catch=())
 
 
-def run_study(cfg: TuneConfig, data=None, data_path: str | None = None, workers: int = 1,
-              trackers: str = "none") -> TuneResult:
+def run_study(
+    cfg: TuneConfig, data=None, data_path: str | None = None, workers: int = 1, trackers: str = "none"
+) -> TuneResult:
     """Run (or resume) the study until `cfg.trials` trials exist, then write results and plots."""
 
     from fer.data import load_dataset
@@ -259,13 +278,19 @@ def summarize(cfg: TuneConfig, study, seconds: float, trackers: str = "none") ->
     out = study_dir(cfg)
     best = trial_config(cfg, suggest(optuna.trial.FixedTrial(study.best_params), cfg))
     # The best config trains the final model: the full training split and the base epoch count.
-    best = best.model_copy(update={"epochs": base_train_config(cfg).epochs,
-                                   "data": best.data.model_copy(update={"subset": 1.0})})
+    best = best.model_copy(
+        update={"epochs": base_train_config(cfg).epochs, "data": best.data.model_copy(update={"subset": 1.0})}
+    )
     best_path = out / "best.yaml"
     save_config(best, best_path)
     save_plots(study, out)
-    summary = {"best_value": study.best_value, "best_params": study.best_params, "trials": len(study.trials),
-               "complete": complete, "pruned": pruned}
+    summary = {
+        "best_value": study.best_value,
+        "best_params": study.best_params,
+        "trials": len(study.trials),
+        "complete": complete,
+        "pruned": pruned,
+    }
     (out / "summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     tracker = make_tracker(trackers, out)
     tracker.start("fer", f"{cfg.study_name}-summary", [f"study:{cfg.study_name}", "summary"], summary)
@@ -287,8 +312,11 @@ def save_plots(study, out: Path) -> list[Path]:
     paths = []
     # The matplotlib backend of optuna.visualization is flagged experimental; its output is fine.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name, fn in (("history", ovm.plot_optimization_history), ("importances", ovm.plot_param_importances),
-                     ("intermediate", ovm.plot_intermediate_values)):
+    for name, fn in (
+        ("history", ovm.plot_optimization_history),
+        ("importances", ovm.plot_param_importances),
+        ("intermediate", ovm.plot_intermediate_values),
+    ):
         try:
             ax = fn(study)
         except (ValueError, RuntimeError) as e:  # e.g. importances need 2+ completed trials

@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
-COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (38, 139, 210),
-          "sad": (88, 110, 117), "surprise": (203, 75, 22), "neutral": (147, 161, 161)}
+COLORS = {
+    "angry": (220, 50, 47),
+    "disgust": (133, 153, 0),
+    "fear": (108, 113, 196),
+    "happy": (38, 139, 210),
+    "sad": (88, 110, 117),
+    "surprise": (203, 75, 22),
+    "neutral": (147, 161, 161),
+}
 
 
 def annotate(rgb: np.ndarray, analysis) -> np.ndarray:
@@ -62,7 +69,8 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         probs = [f.probabilities for f in a.faces]
         choices = _choices(a)
         summary = f"**{len(a.faces)} face{'s' if len(a.faces) > 1 else ''}** found" + (
-            " (the image was treated as a face crop)" if a.is_crop else "")
+            " (the image was treated as a face crop)" if a.is_crop else ""
+        )
         return annotate(img, a), probs[0], gr.update(choices=choices, value=choices[0]), probs, summary
 
     def select(choice: str | None, probs: list[dict]):
@@ -87,10 +95,11 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
 
     # Gradio keeps each uploaded file in its cache folder to hand it to the handler; delete_cache
     # removes files older than 5 minutes every 5 minutes, so photos do not pile up on disk.
-    with gr.Blocks(title="fer: facial emotion recognition", analytics_enabled=False,
-                   delete_cache=(300, 300)) as demo:
-        gr.Markdown("# Facial emotion recognition\nFinds every face and names its emotion: angry, disgust, fear, "
-                    "happy, sad, surprise or neutral. The same model answers `POST /predict` ([API docs](/docs)).")
+    with gr.Blocks(title="fer: facial emotion recognition", analytics_enabled=False, delete_cache=(300, 300)) as demo:
+        gr.Markdown(
+            "# Facial emotion recognition\nFinds every face and names its emotion: angry, disgust, fear, "
+            "happy, sad, surprise or neutral. The same model answers `POST /predict` ([API docs](/docs))."
+        )
         model_md = gr.Markdown(elem_id="model-info")
         with gr.Tab("Upload"):
             with gr.Row():
@@ -111,14 +120,22 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
             image.upload(analyze, inputs=image, outputs=outputs, api_name=False)
             face.change(select, inputs=[face, probs_state], outputs=bars, api_name=False)
         with gr.Tab("Webcam"):
-            gr.Markdown("Live predictions from your camera (the browser asks for permission; it works on "
-                        "localhost or https).")
+            gr.Markdown(
+                "Live predictions from your camera (the browser asks for permission; it works on localhost or https)."
+            )
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
                 with gr.Column():
                     cam_out = gr.Image(type="numpy", label="Faces", interactive=False, elem_id="cam-annotated")
                     cam_bars = gr.Label(label="Most prominent face", num_top_classes=7, elem_id="cam-probabilities")
-            cam.stream(stream, inputs=cam, outputs=[cam_out, cam_bars], stream_every=0.5, time_limit=60,
-                       concurrency_limit=4, api_name=False)
+            cam.stream(
+                stream,
+                inputs=cam,
+                outputs=[cam_out, cam_bars],
+                stream_every=0.5,
+                time_limit=60,
+                concurrency_limit=4,
+                api_name=False,
+            )
         demo.load(model_line, outputs=model_md, api_name=False)
     return demo

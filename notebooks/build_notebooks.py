@@ -86,6 +86,5 @@ ERRORS = [
     "display(Image(filename=str(report['reliability_png'])))",
 ]
 
-for name, cells in (("01_data_exploration", EXPLORE), ("02_optuna_experiments", OPTUNA),
-                    ("03_error_analysis", ERRORS)):
+for name, cells in (("01_data_exploration", EXPLORE), ("02_optuna_experiments", OPTUNA), ("03_error_analysis", ERRORS)):
     nbf.write(notebook(cells), HERE / f"{name}.ipynb")

@@ -58,8 +58,14 @@ def install_fake_server(monkeypatch) -> FakeServer:
 
     class FakeOutputModel:
         def __init__(self, task, name, tags, framework, config_dict, label_enumeration):
-            self.call = {"task": task, "name": name, "tags": tags, "framework": framework,
-                         "config_dict": config_dict, "label_enumeration": label_enumeration}
+            self.call = {
+                "task": task,
+                "name": name,
+                "tags": tags,
+                "framework": framework,
+                "config_dict": config_dict,
+                "label_enumeration": label_enumeration,
+            }
             srv.output_models.append(self.call)
             self.model = None
 

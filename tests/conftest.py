@@ -75,8 +75,9 @@ def trained_artifact(tmp_path_factory, session_csv) -> Path:
     from fer.config import load_train_config
     from fer.train import fit
 
-    cfg = load_train_config(None, ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=resnet18",
-                                   "precision=fp32"])
+    cfg = load_train_config(
+        None, ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=resnet18", "precision=fp32"]
+    )
     result = fit(cfg, data_path=str(session_csv), run_dir=tmp_path_factory.mktemp("run") / "r")
     return result.artifact_dir
 
@@ -213,8 +214,9 @@ def managed_process(cmd: list[str], log_path: Path, ready_url: str, timeout: flo
 
 
 @contextlib.contextmanager
-def app_process(workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", port: int | None = None,
-                **env_vars: str):
+def app_process(
+    workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", port: int | None = None, **env_vars: str
+):
     """The real app in its own process (`python app.py`), over real HTTP on 127.0.0.1; yields its URL.
 
     It is up once `wait_for` answers 200 (`/health` for an app expected to start without a model).
@@ -223,8 +225,13 @@ def app_process(workdir: Path, app_dir: Path = REPO, wait_for: str = "/ready", p
 
     port = port or free_port()
     log_path = workdir / f"app-{port}.log"
-    env = {**os.environ, "FER_PORT": str(port), "FER_HOST": "127.0.0.1",
-           "FER_REGISTRY_DIR": str(workdir / "registry"), **env_vars}
+    env = {
+        **os.environ,
+        "FER_PORT": str(port),
+        "FER_HOST": "127.0.0.1",
+        "FER_REGISTRY_DIR": str(workdir / "registry"),
+        **env_vars,
+    }
     url = LiveApp(f"http://127.0.0.1:{port}")
     with managed_process([sys.executable, "app.py"], log_path, f"{url}{wait_for}", cwd=app_dir, env=env) as proc:
         url.proc, url.log_path = proc, log_path

@@ -17,8 +17,12 @@ from fer.config import ConfigError, Settings, setup_logging
 
 log = logging.getLogger("fer")
 
-app = typer.Typer(help="Facial emotion recognition: train, evaluate, register and serve models.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Facial emotion recognition: train, evaluate, register and serve models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 app.add_typer(registry_app, name="registry")
 
 
@@ -52,13 +56,19 @@ def train(
         cfg = load_train_config(config, set_ or [])
         if queue:
             # Exits here locally; on the agent it returns and the run is tracked in ClearML.
-            enqueue_remote(queue, "fer", cfg.name, cfg.model_dump(mode="json"),
-                           ClearMLConnection.from_settings(settings))
+            enqueue_remote(
+                queue, "fer", cfg.name, cfg.model_dump(mode="json"), ClearMLConnection.from_settings(settings)
+            )
             tracker = tracker if "clearml" in tracker else f"{tracker},clearml"
         out = Path(run_dir) if run_dir else (Path(resume) if resume and Path(resume).is_dir() else None)
         out = out or default_run_dir(cfg)
-        result = fit(cfg, data_path=data or settings.data, run_dir=out, resume=resume,
-                     tracker=make_tracker(tracker, out, settings))
+        result = fit(
+            cfg,
+            data_path=data or settings.data,
+            run_dir=out,
+            resume=resume,
+            tracker=make_tracker(tracker, out, settings),
+        )
     except (ConfigError, DataError, FileNotFoundError, TrackerUnavailable) as e:
         fail(str(e))
     typer.echo(json.dumps(result.metrics, indent=2))
@@ -106,8 +116,10 @@ def evaluate(
     if "ferplus" in m:
         typer.echo(f"  FER+ majority accuracy {m['ferplus']['accuracy']:.4f} on {m['ferplus']['n']} images")
     for lab, pc in m["per_class"].items():
-        typer.echo(f"  {lab:9s} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}"
-                   f"  n={pc['support']}")
+        typer.echo(
+            f"  {lab:9s} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}"
+            f"  n={pc['support']}"
+        )
 
 
 @app.command()
@@ -187,15 +199,26 @@ def tune(
     from fer.tracking import TrackerUnavailable, make_tracker
     from fer.tune import load_tune_config, run_study
 
-    extra = [f"{k}={v}" for k, v in (("trials", trials), ("timeout", timeout), ("epochs", epochs),
-                                     ("subset", subset), ("storage", storage)) if v is not None]
+    extra = [
+        f"{k}={v}"
+        for k, v in (
+            ("trials", trials),
+            ("timeout", timeout),
+            ("epochs", epochs),
+            ("subset", subset),
+            ("storage", storage),
+        )
+        if v is not None
+    ]
     try:
         cfg = load_tune_config(config, [*(set_ or []), *extra])
         result = run_study(cfg, data_path=data or run_settings().data, workers=workers, trackers=tracker)
     except (ConfigError, DataError, TrackerUnavailable) as e:
         fail(str(e))
-    typer.echo(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
-               f"{result.seconds / 60:.1f} min this session")
+    typer.echo(
+        f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
+        f"{result.seconds / 60:.1f} min this session"
+    )
     typer.echo(f"best val_acc {result.best_value:.4f} with {result.best_params}")
     typer.echo(f"best config: {result.best_config}  (fer train --config {result.best_config})")
     if train_best:
@@ -204,10 +227,15 @@ def tune(
 
         best = load_train_config(result.best_config)
         out = default_run_dir(best)
-        fit_result = fit(best, data_path=data or run_settings().data, run_dir=out,
-                         tracker=make_tracker(tracker or "local", out, run_settings()))
-        mv = open_registry_for(registry).register(best.name, fit_result.artifact_dir, source_run=str(out),
-                                          tags=[f"study:{result.study_name}"])
+        fit_result = fit(
+            best,
+            data_path=data or run_settings().data,
+            run_dir=out,
+            tracker=make_tracker(tracker or "local", out, run_settings()),
+        )
+        mv = open_registry_for(registry).register(
+            best.name, fit_result.artifact_dir, source_run=str(out), tags=[f"study:{result.study_name}"]
+        )
         typer.echo(f"trained and registered {mv.ref} (not promoted; fer registry promote {mv.ref})")
 
 

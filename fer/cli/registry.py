@@ -10,8 +10,7 @@ import typer
 
 from fer.cli.common import RegistryOpt, fail, open_registry_for
 
-registry_app = typer.Typer(help="The model registry: list, register, promote, rollback, show.",
-                           no_args_is_help=True)
+registry_app = typer.Typer(help="The model registry: list, register, promote, rollback, show.", no_args_is_help=True)
 
 
 @registry_app.command("list")

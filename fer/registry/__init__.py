@@ -22,12 +22,25 @@ from fer.registry.base import (
 )
 from fer.registry.local import LocalRegistry
 
-__all__ = ["GATE_METRIC", "CorruptModel", "InvalidReference", "LocalRegistry", "ModelNotFound", "ModelRegistry",
-           "ModelVersion", "PromotionRefused", "RegistryError", "check_name", "open_registry", "parse_ref"]
+__all__ = [
+    "GATE_METRIC",
+    "CorruptModel",
+    "InvalidReference",
+    "LocalRegistry",
+    "ModelNotFound",
+    "ModelRegistry",
+    "ModelVersion",
+    "PromotionRefused",
+    "RegistryError",
+    "check_name",
+    "open_registry",
+    "parse_ref",
+]
 
 
-def open_registry(root: Path | str | None = None, settings=None, *, base: Path | str | None = "shipped",
-                  backend: str | None = None) -> ModelRegistry:
+def open_registry(
+    root: Path | str | None = None, settings=None, *, base: Path | str | None = "shipped", backend: str | None = None
+) -> ModelRegistry:
     """The configured registry.
 
     Args:
@@ -47,8 +60,11 @@ def open_registry(root: Path | str | None = None, settings=None, *, base: Path |
         from fer.clearml_session import ClearMLConnection
         from fer.registry.clearml_backend import ClearMLRegistry
 
-        return ClearMLRegistry(project=settings.clearml_project, cache_dir=Path(settings.cache) / "clearml",
-                               connection=ClearMLConnection.from_settings(settings))
+        return ClearMLRegistry(
+            project=settings.clearml_project,
+            cache_dir=Path(settings.cache) / "clearml",
+            connection=ClearMLConnection.from_settings(settings),
+        )
     if backend != "local":
         raise RegistryError(f"unknown registry backend {backend!r}: use local, clearml or auto")
     if base == "shipped":

@@ -58,8 +58,9 @@ class ModelVersion:
 
 
 class ModelRegistry(Protocol):
-    def register(self, name: str, artifact_dir: Path, *, source_run: str | None = None,
-                 tags: list[str] | None = None) -> ModelVersion: ...
+    def register(
+        self, name: str, artifact_dir: Path, *, source_run: str | None = None, tags: list[str] | None = None
+    ) -> ModelVersion: ...
     def list(self, name: str | None = None) -> list[ModelVersion]: ...
     def get(self, name: str, version: int) -> ModelVersion: ...
     def resolve(self, ref: str, verify: bool = True) -> ModelVersion: ...
@@ -91,19 +92,39 @@ def parse_ref(ref: str, default_alias: str = "production") -> tuple[str, int | s
     return name, target
 
 
-def build_card(name: str, meta: ArtifactMeta, *, source_run: str | None, tags: list[str] | None,
-               files: dict[str, str], **extra: Any) -> dict[str, Any]:
+def build_card(
+    name: str,
+    meta: ArtifactMeta,
+    *,
+    source_run: str | None,
+    tags: list[str] | None,
+    files: dict[str, str],
+    **extra: Any,
+) -> dict[str, Any]:
     """A version's card: what `fer registry show` prints and the gate reads."""
     return {
-        "name": name, "metrics": meta.metrics, "arch": meta.arch, "labels": meta.labels,
-        "data_sha256": meta.data.get("sha256"), "code_version": meta.code_version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source_run": source_run, "tags": tags or [],
-        "files": files, **extra,
+        "name": name,
+        "metrics": meta.metrics,
+        "arch": meta.arch,
+        "labels": meta.labels,
+        "data_sha256": meta.data.get("sha256"),
+        "code_version": meta.code_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source_run": source_run,
+        "tags": tags or [],
+        "files": files,
+        **extra,
     }
 
 
-def gate(name: str, version: int, candidate_metric: float | None, alias: str,
-         current_version: int | None, current_metric: float | None) -> None:
+def gate(
+    name: str,
+    version: int,
+    candidate_metric: float | None,
+    alias: str,
+    current_version: int | None,
+    current_metric: float | None,
+) -> None:
     """The promotion gate: refuse a candidate whose validation accuracy is below the holder's.
 
     Raises:
@@ -115,7 +136,8 @@ def gate(name: str, version: int, candidate_metric: float | None, alias: str,
         shown = "None" if candidate_metric is None else f"{candidate_metric:.4f}"
         raise PromotionRefused(
             f"refusing to promote {name}@{version} to {alias!r}: its {GATE_METRIC} {shown} is below "
-            f"{name}@{current_version}'s {current_metric:.4f} (use --force to promote anyway)")
+            f"{name}@{current_version}'s {current_metric:.4f} (use --force to promote anyway)"
+        )
 
 
 def as_metric(value: Any) -> float | None:

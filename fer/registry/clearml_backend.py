@@ -46,8 +46,9 @@ class ClearMLRegistry:
         cache_dir: where resolved models are downloaded (`<FER_CACHE>/clearml` from the factory).
     """
 
-    def __init__(self, project: str = "fer", cache_dir: Path | str | None = None,
-                 connection: ClearMLConnection | None = None):
+    def __init__(
+        self, project: str = "fer", cache_dir: Path | str | None = None, connection: ClearMLConnection | None = None
+    ):
         self.project = project
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "fer" / "clearml")
         self.connection = connection or ClearMLConnection()
@@ -67,14 +68,25 @@ class ClearMLRegistry:
                 raise RegistryError(str(e)) from None
         self._checked = True
 
-    def _query(self, name: str, tags: list[str] | None = None, only_published: bool = False,
-               metadata: dict[str, str] | None = None) -> list[Any]:
+    def _query(
+        self,
+        name: str,
+        tags: list[str] | None = None,
+        only_published: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Any]:
         from clearml import Model
 
         self._connect()
 
-        models = Model.query_models(project_name=self.project, model_name=name, tags=tags,
-                                    only_published=only_published, include_archived=False, metadata=metadata)
+        models = Model.query_models(
+            project_name=self.project,
+            model_name=name,
+            tags=tags,
+            only_published=only_published,
+            include_archived=False,
+            metadata=metadata,
+        )
         # model_name matches by pattern on the server: keep exact names only.
         return [m for m in models if m.name == name]
 
@@ -90,15 +102,22 @@ class ClearMLRegistry:
             meta = parse_meta(model.config_dict or {}, f"ClearML model {model.id}")
         except ArtifactError as e:
             raise CorruptModel(str(e)) from None
-        card = build_card(model.name, meta, source_run=model.get_metadata("source_run"), tags=None,
-                          files={ONNX_FILE: model.get_metadata("onnx_sha256")}, clearml_id=model.id)
+        card = build_card(
+            model.name,
+            meta,
+            source_run=model.get_metadata("source_run"),
+            tags=None,
+            files={ONNX_FILE: model.get_metadata("onnx_sha256")},
+            clearml_id=model.id,
+        )
         card.pop("created"), card.pop("tags")  # the server records when; tags are the aliases
         return card
 
     def _mv(self, model, path: Path | None = None) -> ModelVersion:
         aliases = sorted(t for t in (model.tags or []) if ALIAS_RE.match(t) and not VERSION_TAG.match(t))
-        return ModelVersion(model.name, self._version_of(model), path or Path(f"clearml://{model.id}"),
-                            self._card(model), aliases)
+        return ModelVersion(
+            model.name, self._version_of(model), path or Path(f"clearml://{model.id}"), self._card(model), aliases
+        )
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -115,8 +134,9 @@ class ClearMLRegistry:
             return found[0]
         found = self._query(name, tags=[target], only_published=True)
         if not found:
-            raise ModelNotFound(f"model {name!r} has no published version tagged {target!r} in ClearML "
-                                f"project {self.project!r}")
+            raise ModelNotFound(
+                f"model {name!r} has no published version tagged {target!r} in ClearML project {self.project!r}"
+            )
         # query_models orders newest-created first; promotion keeps one holder, but be robust.
         return max(found, key=self._version_of)
 
@@ -144,8 +164,9 @@ class ClearMLRegistry:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def register(self, name: str, artifact_dir: Path, *, source_run: str | None = None,
-                 tags: list[str] | None = None) -> ModelVersion:
+    def register(
+        self, name: str, artifact_dir: Path, *, source_run: str | None = None, tags: list[str] | None = None
+    ) -> ModelVersion:
         from clearml import OutputModel, Task
 
         check_name(name)
@@ -157,29 +178,47 @@ class ClearMLRegistry:
         except ArtifactError as e:
             raise CorruptModel(f"cannot register {artifact_dir}: {e}") from None
         version = max((self._version_of(m) for m in self._query(name)), default=0) + 1
-        task = Task.current_task() or Task.create(project_name=self.project, task_name=f"register {name}@{version}",
-                                                  task_type=Task.TaskTypes.custom)
-        om = OutputModel(task=task, name=name, tags=[*(tags or []), f"v{version}"], framework="ONNX",
-                         config_dict=meta.to_json(), label_enumeration={lab: i for i, lab in enumerate(meta.labels)})
+        task = Task.current_task() or Task.create(
+            project_name=self.project, task_name=f"register {name}@{version}", task_type=Task.TaskTypes.custom
+        )
+        om = OutputModel(
+            task=task,
+            name=name,
+            tags=[*(tags or []), f"v{version}"],
+            framework="ONNX",
+            config_dict=meta.to_json(),
+            label_enumeration={lab: i for i, lab in enumerate(meta.labels)},
+        )
         om.update_weights(weights_filename=str(onnx), auto_delete_file=False)
         om.wait_for_uploads()
-        values = {"fer_version": str(version), "onnx_sha256": sha256_file(onnx), "source_run": source_run or "",
-                  GATE_METRIC: str(meta.metrics.get(GATE_METRIC, ""))}
+        values = {
+            "fer_version": str(version),
+            "onnx_sha256": sha256_file(onnx),
+            "source_run": source_run or "",
+            GATE_METRIC: str(meta.metrics.get(GATE_METRIC, "")),
+        }
         for key, value in values.items():
             om.set_metadata(key, value, v_type="str")
         log.info("registered %s@%d in ClearML project %s (model id %s)", name, version, self.project, om.id)
         return self.get(name, version)
 
-    def promote(self, name: str, version: int, alias: str = "production", force: bool = False,
-                _rollback: bool = False) -> ModelVersion:
+    def promote(
+        self, name: str, version: int, alias: str = "production", force: bool = False, _rollback: bool = False
+    ) -> ModelVersion:
         """Tag and publish `version` as `alias`, untagging the previous holder (refuses a worse model)."""
         check_alias(alias)
         candidate = self._model(check_name(name), version)
         holders = [m for m in self._query(name, tags=[alias]) if m.id != candidate.id]
         if holders and not force:
             current = max(holders, key=self._version_of)
-            gate(name, version, as_metric(candidate.get_metadata(GATE_METRIC)), alias, self._version_of(current),
-                 as_metric(current.get_metadata(GATE_METRIC)))
+            gate(
+                name,
+                version,
+                as_metric(candidate.get_metadata(GATE_METRIC)),
+                alias,
+                self._version_of(current),
+                as_metric(current.get_metadata(GATE_METRIC)),
+            )
         if not candidate.published:
             candidate.publish()
         candidate.tags = sorted({*candidate.tags, alias})

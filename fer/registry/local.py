@@ -167,8 +167,9 @@ class LocalRegistry:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def register(self, name: str, artifact_dir: Path, *, source_run: str | None = None,
-                 tags: list[str] | None = None) -> ModelVersion:
+    def register(
+        self, name: str, artifact_dir: Path, *, source_run: str | None = None, tags: list[str] | None = None
+    ) -> ModelVersion:
         """Copy an artifact in as the next version of `name` (not promoted)."""
         check_name(name)
         artifact_dir = Path(artifact_dir)
@@ -214,8 +215,9 @@ class LocalRegistry:
             aliases[alias] = version
         _atomic_write(self.root / name / "aliases.json", json.dumps(aliases, indent=2))
         with open(self.root / name / "history.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), "alias": alias, "from": old, "to": version,
-                                "action": action}) + "\n")
+            f.write(
+                json.dumps({"time": time.time(), "alias": alias, "from": old, "to": version, "action": action}) + "\n"
+            )
 
     def _history(self, name: str) -> list[dict[str, Any]]:
         p = self.root / name / "history.jsonl"
@@ -251,8 +253,14 @@ class LocalRegistry:
             if current == version:
                 return candidate
             if current is not None and not force:
-                gate(name, version, candidate.metrics.get(GATE_METRIC), alias, current,
-                     self.get(name, current).metrics.get(GATE_METRIC))
+                gate(
+                    name,
+                    version,
+                    candidate.metrics.get(GATE_METRIC),
+                    alias,
+                    current,
+                    self.get(name, current).metrics.get(GATE_METRIC),
+                )
             self._set_alias(name, alias, version, "promote")
         log.info("%s@%d is now %r (was %s)", name, version, alias, current)
         return self.get(name, version)

@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
     app = FastAPI(
         title="fer: facial emotion recognition",
         description="Detects every face in a photo and classifies its emotion (angry, disgust, fear, happy, "
-                    "sad, surprise, neutral) with a ResNet-18 trained on FER-2013. The web UI is at /ui.",
-        version="0.1.0", lifespan=lifespan,
+        "sad, surprise, neutral) with a ResNet-18 trained on FER-2013. The web UI is at /ui.",
+        version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
     body_limit = settings.max_upload_bytes + MULTIPART_ENVELOPE
@@ -51,9 +52,14 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
     if settings.cors_origins:  # closed unless origins are configured: no CORS headers at all
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["content-type", "authorization", "x-request-id"],
-                           expose_headers=["x-request-id"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization", "x-request-id"],
+            expose_headers=["x-request-id"],
+            max_age=600,
+        )
     # Starlette spools multipart files over 1 MiB to a temporary file on disk; UploadGuard bounds
     # bodies to body_limit, so keep them in memory: an upload is never written to disk.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit)
@@ -69,8 +75,11 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
 def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Settings) -> None:
     # Gradio and huggingface_hub start version-check/telemetry threads unless told not to; they
     # read only these variables, so they are set for them here, before the import.
-    for var, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"),
-                       ("HF_HUB_DISABLE_TELEMETRY", "1")):
+    for var, value in (
+        ("GRADIO_ANALYTICS_ENABLED", "False"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_TELEMETRY", "1"),
+    ):
         os.environ.setdefault(var, value)
     import gradio as gr
 
@@ -81,5 +90,10 @@ def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Set
         return RedirectResponse("/ui/")
 
     # Mounted at a sub-path, declared last: a mount at "/" would shadow the API routes.
-    gr.mount_gradio_app(app, build_ui(lambda: holder.service, metrics), path="/ui",
-                        theme=gr.themes.Soft(), max_file_size=settings.max_upload_bytes)
+    gr.mount_gradio_app(
+        app,
+        build_ui(lambda: holder.service, metrics),
+        path="/ui",
+        theme=gr.themes.Soft(),
+        max_file_size=settings.max_upload_bytes,
+    )

@@ -37,16 +37,23 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     async def bad_request(request: Request, exc: RequestValidationError):
         missing = [e for e in exc.errors() if e.get("type") == "missing" and "file" in e.get("loc", ())]
         if missing:
-            return error_response(400, "missing_file",
-                                  "send the image as multipart/form-data in the field 'file' "
-                                  "(e.g. curl -F file=@photo.jpg http://host/predict)")
+            return error_response(
+                400,
+                "missing_file",
+                "send the image as multipart/form-data in the field 'file' "
+                "(e.g. curl -F file=@photo.jpg http://host/predict)",
+            )
         return error_response(400, "bad_request", "; ".join(str(e.get("msg")) for e in exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if isinstance(exc, BodyTooLarge):
-            return error_response(413, "upload_too_large", f"upload exceeds the limit of {max_upload_bytes:,} "
-                                  "bytes", {"connection": "close"})  # close: the rest of the body is never read
+            return error_response(
+                413,
+                "upload_too_large",
+                f"upload exceeds the limit of {max_upload_bytes:,} bytes",
+                {"connection": "close"},
+            )  # close: the rest of the body is never read
         if isinstance(exc, BodyTimeout):
             return error_response(408, "body_timeout", str(exc.detail), {"connection": "close"})
         # Keep the exception's headers: a 405 must say which methods are allowed (RFC 9110).

@@ -40,18 +40,26 @@ def load_service(settings: Settings, mv=None) -> EmotionService:
     """
     try:
         mv = mv or resolve_model(settings)
-        svc = EmotionService.from_artifact(mv.path, name=mv.name, version=mv.version,
-                                           threads=settings.model_threads,
-                                           score_threshold=settings.detector_threshold, max_faces=settings.max_faces,
-                                           batch_max_wait=settings.batch_max_wait_ms / 1000,
-                                           batch_max_size=settings.batch_max_size)
+        svc = EmotionService.from_artifact(
+            mv.path,
+            name=mv.name,
+            version=mv.version,
+            threads=settings.model_threads,
+            score_threshold=settings.detector_threshold,
+            max_faces=settings.max_faces,
+            batch_max_wait=settings.batch_max_wait_ms / 1000,
+            batch_max_size=settings.batch_max_size,
+        )
         # Smoke prediction: one grey crop must give a probability distribution over the labels.
         side = svc.predictor.input_size
         probs = svc.predictor.predict_proba(np.full((1, side, side), 128, dtype=np.uint8))
     except Exception as e:  # whatever breaks, the model is refused with the reason
         raise ModelRefused(f"model {settings.model} refused: {type(e).__name__}: {e}") from e
-    if probs.shape != (1, len(svc.predictor.labels)) or not np.isfinite(probs).all() or \
-            abs(float(probs.sum()) - 1) > 1e-3:
+    if (
+        probs.shape != (1, len(svc.predictor.labels))
+        or not np.isfinite(probs).all()
+        or abs(float(probs.sum()) - 1) > 1e-3
+    ):
         svc.close()
         raise ModelRefused(f"model {mv.ref} refused: smoke prediction is not a probability distribution")
     return svc
@@ -92,8 +100,12 @@ class ModelHolder:
             current = self.service
             try:
                 mv = await run_in_threadpool(resolve_model, self.settings)
-                if current is not None and not force and str(mv.version) == current.predictor.version \
-                        and mv.name == current.predictor.name:
+                if (
+                    current is not None
+                    and not force
+                    and str(mv.version) == current.predictor.version
+                    and mv.name == current.predictor.name
+                ):
                     return {"status": "unchanged", "model": {"name": mv.name, "version": str(mv.version)}}
                 new = await run_in_threadpool(load_service, self.settings, mv)
             except Exception as e:  # refused: counted, logged, and the old model stays

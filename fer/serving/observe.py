@@ -28,20 +28,30 @@ def route_label(request: Request) -> str:
 
 
 def install_observer(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst) \
-        if settings.rate_limit_per_minute else None
+    limiter = (
+        RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        if settings.rate_limit_per_minute
+        else None
+    )
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
         start = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.log = {}
-        wait = limiter.check(request.client.host if request.client else "unknown") \
-            if limiter and request.method == "POST" and request.url.path in RATE_LIMITED_PATHS else 0
+        wait = (
+            limiter.check(request.client.host if request.client else "unknown")
+            if limiter and request.method == "POST" and request.url.path in RATE_LIMITED_PATHS
+            else 0
+        )
         if wait:
             response: Response = error_response(
-                429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute from your "
-                f"address; retry in {math.ceil(wait)} s", {"retry-after": str(math.ceil(wait))})
+                429,
+                "rate_limited",
+                f"more than {settings.rate_limit_per_minute} requests a minute from your "
+                f"address; retry in {math.ceil(wait)} s",
+                {"retry-after": str(math.ceil(wait))},
+            )
             label = request.url.path  # refused before routing, so there is no route to read
         else:
             response = await call_next(request)
@@ -51,7 +61,17 @@ def install_observer(app: FastAPI, settings: Settings, metrics: Metrics) -> None
         metrics.latency.labels(route=label).observe(elapsed)
         response.headers["x-request-id"] = rid
         if not label.startswith("/ui") and label != "/metrics":
-            access_log.info("request", extra={"fields": {
-                "request_id": rid, "method": request.method, "route": label, "status": response.status_code,
-                "latency_ms": round(elapsed * 1000, 2), **request.state.log}})
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": rid,
+                        "method": request.method,
+                        "route": label,
+                        "status": response.status_code,
+                        "latency_ms": round(elapsed * 1000, 2),
+                        **request.state.log,
+                    }
+                },
+            )
         return response

@@ -27,21 +27,52 @@ class PredictionOut(BaseModel):
     model: ModelRef
     timings_ms: dict[str, float]
 
-    model_config = {"json_schema_extra": {"examples": [{
-        "emotion": "happy", "confidence": 0.91, "face_count": 1, "whole_image": False,
-        "faces": [{"box": {"x": 178, "y": 63, "w": 90, "h": 113}, "emotion": "happy", "confidence": 0.91,
-                   "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.91, "sad": 0.01,
-                                     "surprise": 0.02, "neutral": 0.03}, "detection_score": 0.93}],
-        "image": {"width": 512, "height": 512}, "model": {"name": "fer-resnet18", "version": "2"},
-        "timings_ms": {"detect": 16.0, "inference": 2.1}}]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "emotion": "happy",
+                    "confidence": 0.91,
+                    "face_count": 1,
+                    "whole_image": False,
+                    "faces": [
+                        {
+                            "box": {"x": 178, "y": 63, "w": 90, "h": 113},
+                            "emotion": "happy",
+                            "confidence": 0.91,
+                            "probabilities": {
+                                "angry": 0.01,
+                                "disgust": 0.0,
+                                "fear": 0.02,
+                                "happy": 0.91,
+                                "sad": 0.01,
+                                "surprise": 0.02,
+                                "neutral": 0.03,
+                            },
+                            "detection_score": 0.93,
+                        }
+                    ],
+                    "image": {"width": 512, "height": 512},
+                    "model": {"name": "fer-resnet18", "version": "2"},
+                    "timings_ms": {"detect": 16.0, "inference": 2.1},
+                }
+            ]
+        }
+    }
 
     @classmethod
     def from_analysis(cls, a: Analysis, service: EmotionService) -> PredictionOut:
         p = a.primary
-        return cls(emotion=p.emotion, confidence=p.confidence, faces=a.faces, face_count=len(a.faces),
-                   whole_image=a.is_crop, image={"width": a.width, "height": a.height},
-                   model=ModelRef(name=service.predictor.name, version=service.predictor.version),
-                   timings_ms={"detect": round(a.detect_s * 1000, 2), "inference": round(a.infer_s * 1000, 2)})
+        return cls(
+            emotion=p.emotion,
+            confidence=p.confidence,
+            faces=a.faces,
+            face_count=len(a.faces),
+            whole_image=a.is_crop,
+            image={"width": a.width, "height": a.height},
+            model=ModelRef(name=service.predictor.name, version=service.predictor.version),
+            timings_ms={"detect": round(a.detect_s * 1000, 2), "inference": round(a.infer_s * 1000, 2)},
+        )
 
 
 class ReadyOut(BaseModel):

@@ -18,8 +18,13 @@ def serve(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
     # log_config=None: uvicorn's loggers go through ours (JSON lines); its own access log would
     # duplicate fer.access, which carries more (request id, faces, emotions, model version).
-    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-              "log_config": None, "access_log": False}
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "log_config": None,
+        "access_log": False,
+    }
     if settings.workers == 1:
         from fer.serving.app import create_app
 

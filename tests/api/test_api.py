@@ -168,8 +168,9 @@ def _png_header_only(w: int, h: int) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_refused(api_client):
@@ -184,8 +185,7 @@ def test_upload_too_large(tmp_path, shipped_service):
     with TestClient(app) as c:
         r = post(c, (EXAMPLES / "grace_hopper.jpg").read_bytes())  # ~80 KB
         assert r.status_code == 413 and r.json()["error"] == "upload_too_large"
-        big = c.post("/predict", content=b"x" * 200_000,
-                     headers={"content-type": "multipart/form-data; boundary=x"})
+        big = c.post("/predict", content=b"x" * 200_000, headers={"content-type": "multipart/form-data; boundary=x"})
         assert big.status_code == 413 and "exceeds the limit" in big.json()["detail"]
         assert 'fer_http_requests_total{method="POST",route="/predict",status="413"} 2.0' in c.get("/metrics").text
         assert post(c, jpeg_bytes(astronaut()[:200, 150:300].copy())).status_code == 200
@@ -219,10 +219,18 @@ def test_metrics_contract(api_client):
 
     post(api_client, jpeg_bytes(data.coffee()))
     text = api_client.get("/metrics").text
-    for name in ("fer_http_requests_total", "fer_http_request_duration_seconds_bucket",
-                 "fer_inference_duration_seconds_bucket", "fer_detection_duration_seconds_bucket",
-                 "fer_faces_per_image_bucket", "fer_predictions_total", "fer_prediction_confidence_bucket",
-                 "fer_no_face_total", "fer_model_info", "fer_model_ready 1.0"):
+    for name in (
+        "fer_http_requests_total",
+        "fer_http_request_duration_seconds_bucket",
+        "fer_inference_duration_seconds_bucket",
+        "fer_detection_duration_seconds_bucket",
+        "fer_faces_per_image_bucket",
+        "fer_predictions_total",
+        "fer_prediction_confidence_bucket",
+        "fer_no_face_total",
+        "fer_model_info",
+        "fer_model_ready 1.0",
+    ):
         assert name in text, name
     assert 'route="/predict"' in text and 'status="422"' in text
     assert 'fer_model_info{name="fer-resnet18"' in text

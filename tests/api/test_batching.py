@@ -72,8 +72,9 @@ def test_batched_service_answers_like_the_unbatched_one(tmp_path):
     def run(**kw):
         with TestClient(create_app(Settings(ui=False, registry_dir=str(tmp_path), **kw))) as c:
             with ThreadPoolExecutor(6) as pool:
-                rs = list(pool.map(lambda d: c.post("/predict", files={"file": ("a.jpg", d, "image/jpeg")}),
-                                   photos * 4))
+                rs = list(
+                    pool.map(lambda d: c.post("/predict", files={"file": ("a.jpg", d, "image/jpeg")}), photos * 4)
+                )
             return [r.json() for r in rs], c.app.state.holder.service
 
     plain, _ = run()

@@ -23,9 +23,10 @@ def api_schema(shipped_service, tmp_path_factory):
     from fer.config import Settings
     from fer.serving.app import create_app
 
-    app = create_app(Settings(ui=False, admin_token=ADMIN_TOKEN,
-                                   registry_dir=str(tmp_path_factory.mktemp("fuzz-registry"))),
-                     service=shipped_service)
+    app = create_app(
+        Settings(ui=False, admin_token=ADMIN_TOKEN, registry_dir=str(tmp_path_factory.mktemp("fuzz-registry"))),
+        service=shipped_service,
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

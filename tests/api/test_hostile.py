@@ -24,8 +24,12 @@ BODY_TIMEOUT = 2  # FER_BODY_TIMEOUT: seconds a body may stall
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with app_process(tmp_path_factory.mktemp("hostile"), FER_UI="false", FER_MAX_UPLOAD_BYTES=str(LIMIT),
-                     FER_BODY_TIMEOUT=str(BODY_TIMEOUT)) as url:
+    with app_process(
+        tmp_path_factory.mktemp("hostile"),
+        FER_UI="false",
+        FER_MAX_UPLOAD_BYTES=str(LIMIT),
+        FER_BODY_TIMEOUT=str(BODY_TIMEOUT),
+    ) as url:
         yield url
 
 
@@ -107,20 +111,32 @@ PNG = encode(ASTRONAUT, "PNG")
 CORPUS = {
     "empty file": ("a.jpg", b"", 400, "empty_upload"),
     "text with .jpg": ("notes.jpg", b"hello, this is not a picture\n" * 20, 415, "unsupported_media_type"),
-    "pdf with .png": ("scan.png", b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n", 415,
-                      "unsupported_media_type"),
+    "pdf with .png": (
+        "scan.png",
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n",
+        415,
+        "unsupported_media_type",
+    ),
     "truncated jpeg": ("cut.jpg", JPEG[: len(JPEG) // 2], 400, "invalid_image"),
     "truncated png": ("cut.png", PNG[: len(PNG) // 2], 400, "invalid_image"),
     "decompression bomb": ("bomb.png", bomb_png(), 413, "image_too_large"),
     "animated gif": ("anim.gif", animated_gif(), 200, None),
     "cmyk jpeg": ("cmyk.jpg", encode(ASTRONAUT.convert("CMYK"), "JPEG"), 200, None),
-    "16-bit png": ("deep.png", encode(Image.fromarray(np.asarray(ASTRONAUT.convert("L")).astype(np.uint16) * 257),
-                                      "PNG"), 200, None),
+    "16-bit png": (
+        "deep.png",
+        encode(Image.fromarray(np.asarray(ASTRONAUT.convert("L")).astype(np.uint16) * 257), "PNG"),
+        200,
+        None,
+    ),
     "palette png": ("pal.png", encode(ASTRONAUT.quantize(128), "PNG"), 200, None),
     "rgba transparent png": ("sticker.png", rgba_transparent(), 200, None),
     "exif-rotated phone photo": ("phone.jpg", exif_rotated(), 200, None),
-    "grayscale 48x48 crop": ("crop.png", encode(ASTRONAUT.crop(FACE_BOX).convert("L").resize((48, 48)), "PNG"),
-                             200, None),
+    "grayscale 48x48 crop": (
+        "crop.png",
+        encode(ASTRONAUT.crop(FACE_BOX).convert("L").resize((48, 48)), "PNG"),
+        200,
+        None,
+    ),
     "56 faces": ("crowd.jpg", many_faces(), 200, None),
     "no face": ("sky.png", encode(Image.new("RGB", (320, 240), (90, 140, 200)), "PNG"), 422, "no_face"),
     "wrong extension, real jpeg": ("photo.png", JPEG, 200, None),
@@ -159,8 +175,9 @@ def test_wrong_field_name_and_wrong_body_kinds(server):
     assert r.status_code == 405
 
 
-def raw_request(url: str, head: str, chunks=(), delay: float = 0.0, close_early: bool = False,
-                timeout: float = 30) -> bytes:
+def raw_request(
+    url: str, head: str, chunks=(), delay: float = 0.0, close_early: bool = False, timeout: float = 30
+) -> bytes:
     """Send a hand-written request over a socket; returns the raw response ('' if none)."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
@@ -184,8 +201,10 @@ def raw_request(url: str, head: str, chunks=(), delay: float = 0.0, close_early:
 
 
 def multipart(data: bytes, boundary: str = "fer-test-boundary") -> tuple[bytes, bytes, str]:
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
     return head, data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -193,8 +212,13 @@ def test_declared_oversize_body_is_refused_before_it_is_read(server):
     # The client declares 50 MB but sends only a few bytes: the 413 comes back at once, so the
     # server decided from the header without waiting for (or buffering) the body.
     start = time.perf_counter()
-    resp = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {50_000_000}\r\n"
-                               "Content-Type: multipart/form-data; boundary=b\r\n\r\n", [b"--b\r\n"], timeout=10)
+    resp = raw_request(
+        server,
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {50_000_000}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n",
+        [b"--b\r\n"],
+        timeout=10,
+    )
     assert resp.startswith(b"HTTP/1.1 413") and b"upload_too_large" in resp
     assert time.perf_counter() - start < BODY_TIMEOUT  # not a timeout in disguise
 
@@ -202,19 +226,27 @@ def test_declared_oversize_body_is_refused_before_it_is_read(server):
 def test_chunked_body_over_the_limit_is_cut_off(server):
     head, tail, ctype = multipart(b"\xff" * (LIMIT + 200_000))
     body = head + tail
-    pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
     chunks = [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces] + [b"0\r\n\r\n"]
-    resp = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                               f"Content-Type: {ctype}\r\n\r\n", chunks)
+    resp = raw_request(
+        server,
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: {ctype}\r\n\r\n",
+        chunks,
+    )
     assert resp.startswith(b"HTTP/1.1 413") and b"upload_too_large" in resp
 
 
 def test_slow_upload_within_the_timeout_succeeds(server):
     head, tail, ctype = multipart(JPEG)
     body = head + tail
-    pieces = [body[i:i + len(body) // 5 + 1] for i in range(0, len(body), len(body) // 5 + 1)]
-    resp = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                               f"Content-Type: {ctype}\r\nConnection: close\r\n\r\n", pieces, delay=0.4)
+    pieces = [body[i : i + len(body) // 5 + 1] for i in range(0, len(body), len(body) // 5 + 1)]
+    resp = raw_request(
+        server,
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: {ctype}\r\nConnection: close\r\n\r\n",
+        pieces,
+        delay=0.4,
+    )
     assert resp.startswith(b"HTTP/1.1 200") and b'"emotion"' in resp
 
 
@@ -222,8 +254,12 @@ def test_stalled_upload_times_out_with_408(server):
     head, tail, ctype = multipart(JPEG)
     body = head + tail
     start = time.perf_counter()
-    resp = raw_request(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                               f"Content-Type: {ctype}\r\n\r\n", [body[: len(body) // 2]], timeout=BODY_TIMEOUT + 20)
+    resp = raw_request(
+        server,
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nContent-Type: {ctype}\r\n\r\n",
+        [body[: len(body) // 2]],
+        timeout=BODY_TIMEOUT + 20,
+    )
     assert resp.startswith(b"HTTP/1.1 408") and b"body_timeout" in resp
     assert BODY_TIMEOUT <= time.perf_counter() - start < BODY_TIMEOUT + 10
 
@@ -232,8 +268,12 @@ def test_aborted_uploads_leave_the_server_healthy(server):
     head, tail, ctype = multipart(JPEG)
     body = head + tail
     for _ in range(5):
-        raw_request(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                            f"Content-Type: {ctype}\r\n\r\n", [body[: len(body) // 3]], close_early=True)
+        raw_request(
+            server,
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nContent-Type: {ctype}\r\n\r\n",
+            [body[: len(body) // 3]],
+            close_early=True,
+        )
     assert httpx.post(f"{server}/predict", files={"file": ("a.jpg", JPEG, "image/jpeg")}).status_code == 200
 
 

@@ -31,6 +31,7 @@ def test_promotion_swaps_model_under_load_without_failures(tmp_path):
     statuses, versions, stop = [], [], threading.Event()
 
     with app_process(tmp_path, FER_ADMIN_TOKEN=TOKEN, FER_UI="false") as url:
+
         def hammer():
             with httpx.Client(timeout=30) as c:
                 while not stop.is_set():
@@ -45,8 +46,10 @@ def test_promotion_swaps_model_under_load_without_failures(tmp_path):
         time.sleep(2)
         reg.promote("fer-resnet18", v2.version, force=True)
         r = httpx.post(f"{url}/admin/reload", headers={"authorization": f"Bearer {TOKEN}"}, timeout=60)
-        assert r.status_code == 200 and r.json() == {"status": "reloaded",
-                                                     "model": {"name": "fer-resnet18", "version": str(v2.version)}}
+        assert r.status_code == 200 and r.json() == {
+            "status": "reloaded",
+            "model": {"name": "fer-resnet18", "version": str(v2.version)},
+        }
         time.sleep(2)
         stop.set()
         for t in threads:

@@ -20,8 +20,9 @@ def closed_client(shipped_service):
 
 
 def test_cors_is_closed_by_default(closed_client):
-    pre = closed_client.options("/predict", headers={"origin": "https://evil.example",
-                                                     "access-control-request-method": "POST"})
+    pre = closed_client.options(
+        "/predict", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
+    )
     assert "access-control-allow-origin" not in pre.headers
     r = closed_client.get("/health", headers={"origin": "https://evil.example"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
@@ -88,7 +89,8 @@ SECRET_PATTERNS = {
     # key = value assignments of secret-looking names to literal values (env, YAML, INI, Python).
     "hard-coded secret": re.compile(
         r"(?i)\b[a-z0-9_]*(password|passwd|secret|secret_key|access_key|api_key|api_token|auth_token|admin_token)"
-        r"\b[\"']?\s*[:=]\s*[\"']([^\"'\s$<{][^\"'\s]{7,})[\"']"),
+        r"\b[\"']?\s*[:=]\s*[\"']([^\"'\s$<{][^\"'\s]{7,})[\"']"
+    ),
 }
 # Values the tests use on purpose: each is named so, and is useless outside a test.
 ALLOWED = re.compile(r"test-only|example|placeholder|changeme|not-a-secret|x{8,}|\*{6,}")
@@ -125,10 +127,16 @@ def test_no_secrets_in_tracked_files():
 
 
 # Planted secrets, split so that this file itself holds none for the scan to find.
-@pytest.mark.parametrize("parts", [
-    ('pass', 'word: "hunter2hunter2"'), ("FER_ADMIN_TOK", "EN = 'a8f3k2m9q7w1e5r4'"),
-    ("-----BEGIN RSA PRIV", "ATE KEY-----"), ("AKIA", "IOSFODNN7EXAMPL3"), ("https://user:s3cret", "pass@host/db"),
-])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("pass", 'word: "hunter2hunter2"'),
+        ("FER_ADMIN_TOK", "EN = 'a8f3k2m9q7w1e5r4'"),
+        ("-----BEGIN RSA PRIV", "ATE KEY-----"),
+        ("AKIA", "IOSFODNN7EXAMPL3"),
+        ("https://user:s3cret", "pass@host/db"),
+    ],
+)
 def test_the_scanner_catches_planted_secrets(parts):
     sample = "".join(parts)
     assert any(p.search(sample) and not ALLOWED.search(p.search(sample).group(0)) for p in SECRET_PATTERNS.values())

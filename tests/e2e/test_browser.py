@@ -6,9 +6,18 @@ import httpx
 import pytest
 from conftest import EXAMPLES, require_binary, require_module
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +36,12 @@ def test_upload_photo_shows_emotion(browser, live_server, tmp_path):
     api = httpx.post(f"{live_server}/predict", files={"file": photo.open("rb")}, timeout=30).json()
     external = []
     page = browser.new_page()
-    page.on("request", lambda r: external.append(r.url) if "127.0.0.1" not in r.url and
-            not r.url.startswith(("data:", "blob:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            external.append(r.url) if "127.0.0.1" not in r.url and not r.url.startswith(("data:", "blob:")) else None
+        ),
+    )
     page.goto(f"{live_server}/", wait_until="domcontentloaded", timeout=60_000)
     assert page.url.rstrip("/").endswith("/ui")
     page.get_by_text("fer-resnet18").first.wait_for(timeout=30_000)  # model name/version shown

@@ -78,8 +78,15 @@ def smtp_server(inbox: Inbox):
     # AUTH required but allowed without TLS: Alertmanager (Go) sends credentials in clear only to
     # localhost, which is where this server is. PLAIN only: Alertmanager's LOGIN expects the
     # "Username:" challenge that Gmail and Mailpit send, not aiosmtpd's "User Name".
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), authenticator=inbox,
-                            auth_required=True, auth_require_tls=False, auth_exclude_mechanism=["LOGIN"])
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=inbox,
+        auth_required=True,
+        auth_require_tls=False,
+        auth_exclude_mechanism=["LOGIN"],
+    )
     controller.start()
     try:
         yield controller.port
@@ -110,8 +117,11 @@ def alertmanager_config(tmp: Path, smtp_port: int) -> Path:
     cfg = yaml.safe_load((AM_DIR / "alertmanager.yml").read_text())
     # No trailing newline: Alertmanager 0.25 sends the file's bytes as they are, newline included.
     (tmp / "smtp_password").write_text(SMTP_PASSWORD)
-    cfg["global"] |= {"smtp_smarthost": f"127.0.0.1:{smtp_port}", "smtp_require_tls": False,
-                      "smtp_auth_password_file": str(tmp / "smtp_password")}
+    cfg["global"] |= {
+        "smtp_smarthost": f"127.0.0.1:{smtp_port}",
+        "smtp_require_tls": False,
+        "smtp_auth_password_file": str(tmp / "smtp_password"),
+    }
     cfg["templates"] = [str(AM_DIR / "templates" / "*.tmpl")]
     cfg["route"] |= {"group_wait": "1s", "group_interval": "1s"}
     (tmp / "alertmanager.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -159,8 +169,9 @@ def send_traffic(url: str, n_good: int = 6) -> None:
 
 def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_path):
     prometheus = require_binary("prometheus", "the end-to-end alerting test (Debian package prometheus)")
-    alertmanager = require_binary("prometheus-alertmanager",
-                                  "the end-to-end alerting test (Debian package prometheus-alertmanager)")
+    alertmanager = require_binary(
+        "prometheus-alertmanager", "the end-to-end alerting test (Debian package prometheus-alertmanager)"
+    )
     require_module("aiosmtpd", "the SMTP server that receives the alert email")
     app_port, prom_port, am_port = free_port(), free_port(), free_port()
     prom, am = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
@@ -169,22 +180,41 @@ def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_pa
 
     with contextlib.ExitStack() as stack:
         smtp_port = stack.enter_context(smtp_server(inbox))
-        stack.enter_context(managed_process(
-            [alertmanager, f"--config.file={alertmanager_config(tmp_path, smtp_port)}",
-             f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-             "--cluster.listen-address="], tmp_path / "alertmanager.log", f"{am}/-/ready"))
-        stack.enter_context(managed_process(
-            [prometheus, f"--config.file={prometheus_config(tmp_path, app_port, prom_port, am_port)}",
-             f"--storage.tsdb.path={tmp_path / 'prom-data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-            tmp_path / "prometheus.log", f"{prom}/-/ready"))
+        stack.enter_context(
+            managed_process(
+                [
+                    alertmanager,
+                    f"--config.file={alertmanager_config(tmp_path, smtp_port)}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",
+                ],
+                tmp_path / "alertmanager.log",
+                f"{am}/-/ready",
+            )
+        )
+        stack.enter_context(
+            managed_process(
+                [
+                    prometheus,
+                    f"--config.file={prometheus_config(tmp_path, app_port, prom_port, am_port)}",
+                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                tmp_path / "prometheus.log",
+                f"{prom}/-/ready",
+            )
+        )
 
         # 1. Healthy traffic: every dashboard panel has data, and no alert email is sent.
         with app_process(tmp_path, port=app_port, **app_env) as url:
             # Two batches with a scrape between them, so every counter rises between two samples
             # and each rate() is above zero.
             send_traffic(url)
-            wait_until("Prometheus to scrape the app's predictions",
-                       lambda: query(prom, 'sum(fer_predictions_total{job="fer-api"})'))
+            wait_until(
+                "Prometheus to scrape the app's predictions",
+                lambda: query(prom, 'sum(fer_predictions_total{job="fer-api"})'),
+            )
             send_traffic(url)
             time.sleep(3)
             for title, expr in panel_queries():
@@ -208,25 +238,31 @@ def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_pa
 
         # 3. It comes back without a model: FerServiceDown resolves, FerModelNotReady fires, and the
         #    503s it causes raise FerHighErrorRate, which is inhibited: no email for it.
-        with app_process(tmp_path, port=app_port, wait_for="/health", FER_MODEL="fer-resnet18@candidate",
-                         **app_env) as url:
+        with app_process(
+            tmp_path, port=app_port, wait_for="/health", FER_MODEL="fer-resnet18@candidate", **app_env
+        ) as url:
             resolved = inbox.wait_for("RESOLVED: FerServiceDown", timeout=60)
             assert "RESOLVED: fer API is down" in resolved.get_body(preferencelist=("plain",)).get_content()
             photo = (EXAMPLES / "astronaut.jpg").read_bytes()
             with httpx.Client(base_url=url, timeout=30) as c:
+
                 def failing():
                     r = c.post("/predict", files={"file": ("a.jpg", photo, "image/jpeg")})
                     assert r.status_code == 503 and r.json()["error"] == "model_not_loaded"
                     return alert_state(prom, "FerHighErrorRate") == "firing"
+
                 wait_until("FerHighErrorRate to fire on the 503s", failing, timeout=60)
             not_ready = inbox.wait_for("FIRING (1): FerModelNotReady", timeout=30)
             assert "has no model loaded" in not_ready.get_body(preferencelist=("plain",)).get_content()
 
             def suppressed():
-                alerts = httpx.get(f"{am}/api/v2/alerts", params={"filter": 'alertname="FerHighErrorRate"'},
-                                   timeout=10).json()
-                return alerts and all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
-                                      for a in alerts)
+                alerts = httpx.get(
+                    f"{am}/api/v2/alerts", params={"filter": 'alertname="FerHighErrorRate"'}, timeout=10
+                ).json()
+                return alerts and all(
+                    a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts
+                )
+
             wait_until("Alertmanager to hold FerHighErrorRate as inhibited", suppressed, timeout=30)
             time.sleep(3)  # several group intervals: an uninhibited alert would have been mailed by now
             assert not any("FerHighErrorRate" in s for s in inbox.subjects()), inbox.subjects()

@@ -17,7 +17,7 @@ DOCKERFILE = (REPO / "Dockerfile").read_text()
 
 
 def _runtime_stage() -> str:
-    return DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+    return DOCKERFILE[DOCKERFILE.rindex("\nFROM ") :]
 
 
 def _env() -> dict[str, str]:
@@ -35,16 +35,19 @@ def test_image_is_slim_and_non_root():
     runtime = _runtime_stage()
     assert re.search(r"^USER 10001$", runtime, re.M)
     assert "HEALTHCHECK" in runtime and "torch" not in (REPO / "requirements-serve.txt").read_text()
-    build = subprocess.run(["grep", "-v", "^-e", "requirements-serve.txt"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout  # the build stage's filter step, run as written
+    build = subprocess.run(
+        ["grep", "-v", "^-e", "requirements-serve.txt"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout  # the build stage's filter step, run as written
     assert "onnxruntime" in build and "-e ." not in build
 
 
 def test_serving_never_imports_torch(tmp_path):
-    code = ("import sys; from fer.config import Settings; from fer.serving.app import create_app; "
-            "from fer.serving.holder import load_service; "
-            f"s = Settings(registry_dir={str(tmp_path)!r}); create_app(s); load_service(s); "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys; from fer.config import Settings; from fer.serving.app import create_app; "
+        "from fer.serving.holder import load_service; "
+        f"s = Settings(registry_dir={str(tmp_path)!r}); create_app(s); load_service(s); "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -60,18 +63,20 @@ def test_entry_and_healthcheck_commands_on_the_image_files(tmp_path):
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, dest)
-    assert json.loads(re.search(r'^CMD (\[.*\])$', _runtime_stage(), re.M).group(1)) == ["python", "app.py"]
+    assert json.loads(re.search(r"^CMD (\[.*\])$", _runtime_stage(), re.M).group(1)) == ["python", "app.py"]
     env = {**_env(), "FER_HOST": "127.0.0.1", "FER_REGISTRY_DIR": str(tmp_path / "registry")}
     env.pop("FER_PORT")
     with app_process(tmp_path, app_dir=app_dir, **env) as url:
         port = url.rsplit(":", 1)[1]
-        r = httpx.post(f"{url}/predict", files={"file": ("a.jpg", (EXAMPLES / "astronaut.jpg").read_bytes())},
-                       timeout=30)
+        r = httpx.post(
+            f"{url}/predict", files={"file": ("a.jpg", (EXAMPLES / "astronaut.jpg").read_bytes())}, timeout=30
+        )
         assert r.status_code == 200 and r.json()["model"]["name"] == "fer-resnet18"
         health = json.loads(re.search(r"CMD (\[.*\])$", _runtime_stage().split("HEALTHCHECK", 1)[1], re.M).group(1))
         assert health[0] == "python"
         ok = subprocess.run([sys.executable, *health[1:]], env={**os.environ, "FER_PORT": port}, timeout=30)
         assert ok.returncode == 0
-    bad = subprocess.run([sys.executable, *health[1:]], env={**os.environ, "FER_PORT": port},
-                         capture_output=True, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, *health[1:]], env={**os.environ, "FER_PORT": port}, capture_output=True, timeout=30
+    )
     assert bad.returncode != 0  # the healthcheck fails once the app is gone

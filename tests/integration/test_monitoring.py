@@ -27,8 +27,12 @@ def test_promtool_checks_config_and_rules():
 def test_every_alert_fires_and_stays_quiet_in_promtool_unit_tests():
     promtool = require_binary("promtool", "alert rule unit tests (Debian package prometheus)")
     assert "SUCCESS" in run(promtool, "test", "rules", "alerts_test.yml", cwd=PROM)
-    alerts = {r["alert"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
-              for r in g["rules"] if "alert" in r}
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
     tests = yaml.safe_load((PROM / "alerts_test.yml").read_text())["tests"]
     cases = [c for t in tests for c in t["alert_rule_test"]]
     fired = {c["alertname"] for c in cases if c.get("exp_alerts")}

@@ -15,8 +15,11 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_exist_and_are_stripped():
-    assert [p.name for p in NOTEBOOKS] == ["01_data_exploration.ipynb", "02_optuna_experiments.ipynb",
-                                           "03_error_analysis.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_data_exploration.ipynb",
+        "02_optuna_experiments.ipynb",
+        "03_error_analysis.ipynb",
+    ]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -30,10 +33,16 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     # The tiny network: the notebook's study is under test, not ResNet-18 (seconds, not minutes).
-    env = {"NB_TRIALS": "4", "NB_EPOCHS": "2", "NB_SUBSET": "0.02", "NB_ARCH": "tiny",
-           "NB_OUTPUT": str(tmp_path / "out"),
-           "FER_REGISTRY_DIR": str(tmp_path / "registry"), "CLEARML_CACHE_DIR": str(tmp_path / "clearml"),
-           "MPLBACKEND": "Agg"}
+    env = {
+        "NB_TRIALS": "4",
+        "NB_EPOCHS": "2",
+        "NB_SUBSET": "0.02",
+        "NB_ARCH": "tiny",
+        "NB_OUTPUT": str(tmp_path / "out"),
+        "FER_REGISTRY_DIR": str(tmp_path / "registry"),
+        "CLEARML_CACHE_DIR": str(tmp_path / "clearml"),
+        "MPLBACKEND": "Agg",
+    }
     if FER_CSV.is_file():
         env["FER_DATA"] = str(FER_CSV)  # else the notebooks use their synthetic stand-in
     for k in [k for k in os.environ if k.startswith(("CLEARML_", "TRAINS_"))]:

@@ -26,8 +26,19 @@ SERVICES = COMPOSE["services"]
 
 
 def test_compose_file_matches_the_compose_specification():
-    r = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-                        str(REPO / "docker-compose.yml")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(REPO / "docker-compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "validation done" in r.stdout
 
@@ -85,8 +96,11 @@ def test_no_default_passwords_and_every_variable_documented():
     assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?.+\}", grafana_pw), "Grafana's password must have no default"
     used = set(re.findall(r"\$\{([A-Z_]+)", (REPO / "docker-compose.yml").read_text()))
     used.add("SMTP_PASSWORD")  # read by the secret, not interpolated
-    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     documented = set(example) | {v for v in used if v.startswith("CLEARML_") or v == "GRAFANA_ADMIN_USER"}
     assert used <= documented, f"not in .env.example: {used - documented}"
     for secret in ("GRAFANA_ADMIN_PASSWORD", "SMTP_PASSWORD", "FER_ADMIN_TOKEN"):
@@ -104,8 +118,18 @@ def test_grafana_dashboard_is_generated_and_has_every_required_panel():
     assert committed == build_dashboard.render(), "run python monitoring/grafana/build_dashboard.py"
     dash = json.loads(committed)
     titles = {p["title"] for p in dash["panels"]}
-    assert {"Request rate", "Error rate", "/predict latency", "Model time per image", "Predictions by emotion",
-            "Confidence distribution", "Faces per image", "No-face rate", "Model version", "Service up"} <= titles
+    assert {
+        "Request rate",
+        "Error rate",
+        "/predict latency",
+        "Model time per image",
+        "Predictions by emotion",
+        "Confidence distribution",
+        "Faces per image",
+        "No-face rate",
+        "Model version",
+        "Service up",
+    } <= titles
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
     cells = set()
     for p in dash["panels"]:
@@ -151,8 +175,9 @@ def test_app_logs_one_json_object_per_request_without_image_bytes(api_client):
     access.setLevel(logging.INFO)
     photo = (EXAMPLES / "astronaut.jpg").read_bytes()
     try:
-        r = api_client.post("/predict", files={"file": ("secret-name.jpg", photo, "image/jpeg")},
-                            headers={"x-request-id": "trace-123"})
+        r = api_client.post(
+            "/predict", files={"file": ("secret-name.jpg", photo, "image/jpeg")}, headers={"x-request-id": "trace-123"}
+        )
         assert r.status_code == 200 and r.headers["x-request-id"] == "trace-123"
         api_client.post("/predict", files={"file": ("x.jpg", b"%PDF-1.4", "image/jpeg")})
     finally:
@@ -168,7 +193,13 @@ def test_app_logs_one_json_object_per_request_without_image_bytes(api_client):
     assert "secret-name" not in stream.getvalue() and len(stream.getvalue()) < 1000  # no bytes, no file names
 
 
-@pytest.mark.parametrize("path", ["docker-compose.yml", "monitoring/grafana/provisioning/datasources/prometheus.yml",
-                                  "monitoring/grafana/provisioning/dashboards/fer.yml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "docker-compose.yml",
+        "monitoring/grafana/provisioning/datasources/prometheus.yml",
+        "monitoring/grafana/provisioning/dashboards/fer.yml",
+    ],
+)
 def test_yaml_files_parse(path):
     assert yaml.safe_load((REPO / path).read_text())

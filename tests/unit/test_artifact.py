@@ -23,8 +23,13 @@ def test_shipped_artifacts_load_unchanged(version_dir):
 
 
 def test_write_then_read_round_trips_and_keeps_extra_keys(tmp_path):
-    meta = ArtifactMeta(arch="tiny", labels=["a", "b"], normalize={"mean": 0.5, "std": 0.25},
-                        metrics={"val_acc": 0.5, "best_epoch": 3, "note": "x"}, future_field={"kept": True})
+    meta = ArtifactMeta(
+        arch="tiny",
+        labels=["a", "b"],
+        normalize={"mean": 0.5, "std": 0.25},
+        metrics={"val_acc": 0.5, "best_epoch": 3, "note": "x"},
+        future_field={"kept": True},
+    )
     write_meta(tmp_path, meta)
     raw = json.loads((tmp_path / "meta.json").read_text())
     assert raw["schema_version"] == SCHEMA_VERSION and raw["future_field"] == {"kept": True}
@@ -32,14 +37,17 @@ def test_write_then_read_round_trips_and_keeps_extra_keys(tmp_path):
     assert back.to_json() == raw and back.numeric_metrics == {"val_acc": 0.5, "best_epoch": 3}
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "meta.json is missing"),
-    ("{not json", "not valid JSON"),
-    ("[]", "expected a JSON object"),
-    (json.dumps({"labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0.25}}), "arch: Field required"),
-    (json.dumps({"arch": "x", "labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0}}), "normalize.std"),
-    (json.dumps({"schema_version": 99, "arch": "x"}), "newer than this fer understands"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "meta.json is missing"),
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        (json.dumps({"labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0.25}}), "arch: Field required"),
+        (json.dumps({"arch": "x", "labels": ["a", "b"], "normalize": {"mean": 0.5, "std": 0}}), "normalize.std"),
+        (json.dumps({"schema_version": 99, "arch": "x"}), "newer than this fer understands"),
+    ],
+)
 def test_bad_meta_is_a_clear_error(tmp_path, content, message):
     if content is not None:
         (tmp_path / "meta.json").write_text(content)

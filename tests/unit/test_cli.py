@@ -17,9 +17,24 @@ def run(*args):
 
 def test_train_register_and_evaluate(session_csv, tmp_path):
     reg = str(tmp_path / "reg")
-    r = run("train", "--config", "experiments/baseline.yaml", "--set", "epochs=1", "--set", "batch_size=32",
-            "--set", "name=cli-model", "--data", str(session_csv), "--run-dir", str(tmp_path / "run"),
-            "--register", "--registry", reg)
+    r = run(
+        "train",
+        "--config",
+        "experiments/baseline.yaml",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "name=cli-model",
+        "--data",
+        str(session_csv),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--register",
+        "--registry",
+        reg,
+    )
     assert r.exit_code == 0, r.output
     assert "registered cli-model@1" in r.output
     assert (tmp_path / "run" / "events.jsonl").is_file()
@@ -33,8 +48,20 @@ def test_train_register_and_evaluate(session_csv, tmp_path):
     assert card["ref"] == "cli-model@1" and "val_acc" in card["metrics"]
 
     out = tmp_path / "report"
-    r = run("evaluate", "--model", "cli-model@production", "--registry", reg, "--data", str(session_csv),
-            "--split", "val", "--tta", "--out", str(out))
+    r = run(
+        "evaluate",
+        "--model",
+        "cli-model@production",
+        "--registry",
+        reg,
+        "--data",
+        str(session_csv),
+        "--split",
+        "val",
+        "--tta",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.output and "macro-F1" in r.output
     assert (out / "confusion_matrix.png").is_file() and (out / "reliability.png").is_file()
@@ -61,8 +88,9 @@ def test_registry_promote_rollback_and_gate(trained_artifact, tmp_path):
 def test_errors_are_one_clear_line(tmp_path, session_csv):
     r = runner.invoke(app, ["train", "--set", "bogus=1", "--data", str(session_csv)])
     assert r.exit_code == 2 and "bogus: Extra inputs are not permitted" in r.output
-    r = runner.invoke(app, ["evaluate", "--model", "nope@production", "--registry", str(tmp_path),
-                            "--data", str(session_csv)])
+    r = runner.invoke(
+        app, ["evaluate", "--model", "nope@production", "--registry", str(tmp_path), "--data", str(session_csv)]
+    )
     assert r.exit_code == 2 and "no model named 'nope'" in r.output
     r = runner.invoke(app, ["registry", "show", "../../etc@1", "--registry", str(tmp_path)])
     assert r.exit_code == 2 and "invalid model name" in r.output

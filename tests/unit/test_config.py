@@ -20,8 +20,9 @@ def test_shipped_configs_validate(path):
 
 
 def test_overrides_are_typed(tmp_path):
-    cfg = load_train_config(EXPERIMENTS / "baseline.yaml",
-                            ["epochs=3", "optim.lr=1e-3", "augment.enabled=false", "model.arch=resnet18_s2"])
+    cfg = load_train_config(
+        EXPERIMENTS / "baseline.yaml", ["epochs=3", "optim.lr=1e-3", "augment.enabled=false", "model.arch=resnet18_s2"]
+    )
     assert cfg.epochs == 3 and cfg.optim.lr == 1e-3 and cfg.augment.enabled is False
     assert cfg.model.arch == "resnet18_s2"
 

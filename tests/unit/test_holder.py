@@ -45,8 +45,10 @@ def test_promotion_is_swapped_in_and_forced_reload_rebuilds(tmp_path, registry):
     asyncio.run(h.start())
     first = h.service
     reg.promote("fer-resnet18", v2.version, force=True)
-    assert asyncio.run(h.reload()) == {"status": "reloaded", "model": {"name": "fer-resnet18",
-                                                                       "version": str(v2.version)}}
+    assert asyncio.run(h.reload()) == {
+        "status": "reloaded",
+        "model": {"name": "fer-resnet18", "version": str(v2.version)},
+    }
     assert h.service is not first and h.ref == f"fer-resnet18@{v2.version}"
     again = h.service
     assert asyncio.run(h.reload(force=True))["status"] == "reloaded" and h.service is not again

@@ -7,8 +7,13 @@ from fer.metrics import Metrics
 
 
 def face(emotion: str, confidence: float) -> FaceResult:
-    return FaceResult(box=Box(x=0, y=0, w=10, h=10), emotion=emotion, confidence=confidence,
-                      probabilities={emotion: confidence}, detection_score=0.9)
+    return FaceResult(
+        box=Box(x=0, y=0, w=10, h=10),
+        emotion=emotion,
+        confidence=confidence,
+        probabilities={emotion: confidence},
+        detection_score=0.9,
+    )
 
 
 def sample(m: Metrics, metric: str, **labels) -> float | None:

@@ -35,9 +35,23 @@ def test_quantize_command_measures_and_the_result_registers(trained_artifact, se
 
     reg = LocalRegistry(tmp_path / "reg")
     reg.register("tiny", trained_artifact)
-    r = CliRunner().invoke(app, ["quantize", "--model", "tiny@1", "--registry", str(tmp_path / "reg"), "--data",
-                                 str(session_csv), "--calibration", "100", "--out", str(tmp_path / "q")],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "--model",
+            "tiny@1",
+            "--registry",
+            str(tmp_path / "reg"),
+            "--data",
+            str(session_csv),
+            "--calibration",
+            "100",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     assert "val_acc:" in r.output and "test_acc:" in r.output and "(int8)" in r.output
     meta = json.loads((tmp_path / "q" / "meta.json").read_text())

@@ -24,9 +24,17 @@ def make_artifact(root: Path, val_acc: float, tag: str = "a") -> Path:
     d = root / f"art-{tag}-{val_acc}"
     d.mkdir(parents=True)
     (d / "model.onnx").write_bytes(b"onnx-bytes-" + tag.encode())
-    (d / "meta.json").write_text(json.dumps({"labels": ["x", "y"], "metrics": {"val_acc": val_acc, "test_acc": val_acc},
-                                             "data": {"sha256": "d" * 64}, "arch": "resnet18",
-                                             "normalize": {"mean": 0.5, "std": 0.25}}))
+    (d / "meta.json").write_text(
+        json.dumps(
+            {
+                "labels": ["x", "y"],
+                "metrics": {"val_acc": val_acc, "test_acc": val_acc},
+                "data": {"sha256": "d" * 64},
+                "arch": "resnet18",
+                "normalize": {"mean": 0.5, "std": 0.25},
+            }
+        )
+    )
     return d
 
 

@@ -29,9 +29,17 @@ def artifact(tmp_path, val_acc, tag):
     d = tmp_path / f"art-{tag}"
     d.mkdir()
     (d / "model.onnx").write_bytes(f"onnx-{tag}".encode())
-    (d / "meta.json").write_text(json.dumps({"labels": ["angry", "happy"], "arch": "resnet18_s2",
-                                             "metrics": {"val_acc": val_acc}, "data": {"sha256": "d" * 64},
-                                             "normalize": {"mean": 0.5, "std": 0.25}}))
+    (d / "meta.json").write_text(
+        json.dumps(
+            {
+                "labels": ["angry", "happy"],
+                "arch": "resnet18_s2",
+                "metrics": {"val_acc": val_acc},
+                "data": {"sha256": "d" * 64},
+                "normalize": {"mean": 0.5, "std": 0.25},
+            }
+        )
+    )
     return d
 
 

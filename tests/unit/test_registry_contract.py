@@ -23,9 +23,17 @@ def artifact(root: Path, val_acc: float, tag: str) -> Path:
     d = root / f"art-{tag}"
     d.mkdir()
     (d / "model.onnx").write_bytes(f"onnx-{tag}".encode())
-    (d / "meta.json").write_text(json.dumps({
-        "labels": ["angry", "happy"], "arch": "tiny", "normalize": {"mean": 0.5, "std": 0.25},
-        "metrics": {"val_acc": val_acc, "test_acc": val_acc}, "data": {"sha256": "d" * 64}}))
+    (d / "meta.json").write_text(
+        json.dumps(
+            {
+                "labels": ["angry", "happy"],
+                "arch": "tiny",
+                "normalize": {"mean": 0.5, "std": 0.25},
+                "metrics": {"val_acc": val_acc, "test_acc": val_acc},
+                "data": {"sha256": "d" * 64},
+            }
+        )
+    )
     return d
 
 

@@ -24,9 +24,17 @@ FAST = ["epochs=2", "batch_size=32", "eval_batch_size=64", "model.arch=tiny", "p
 def clearml_env(tmp_path, monkeypatch):
     # Also the variables the SDK sets itself (offline flag, master-process id): undone after the
     # test, so no later process (a notebook kernel) inherits them and thinks it is a child task.
-    for var in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "CLEARML_CONFIG_FILE",
-                "CLEARML_OFFLINE_MODE", "CLEARML_PROC_MASTER_ID", "CLEARML_TASK_ID", "TRAINS_OFFLINE_MODE",
-                "TRAINS_PROC_MASTER_ID"):
+    for var in (
+        "CLEARML_API_HOST",
+        "CLEARML_API_ACCESS_KEY",
+        "CLEARML_API_SECRET_KEY",
+        "CLEARML_CONFIG_FILE",
+        "CLEARML_OFFLINE_MODE",
+        "CLEARML_PROC_MASTER_ID",
+        "CLEARML_TASK_ID",
+        "TRAINS_OFFLINE_MODE",
+        "TRAINS_PROC_MASTER_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml"))
     return tmp_path / "clearml"
@@ -36,8 +44,12 @@ def test_clearml_offline_session_holds_the_run(session_csv, tmp_path, clearml_en
     tracker = ClearMLTracker()
     assert tracker.offline  # no server configured
     # The real network: its architecture is what the run is tagged with.
-    fit(load_train_config(None, [*FAST, "model.arch=resnet18"]), data_path=str(session_csv), run_dir=tmp_path / "run",
-        tracker=tracker)
+    fit(
+        load_train_config(None, [*FAST, "model.arch=resnet18"]),
+        data_path=str(session_csv),
+        run_dir=tmp_path / "run",
+        tracker=tracker,
+    )
     assert tracker.session_zip is not None and tracker.session_zip.is_file()
     folder = tracker.session_zip.with_suffix("")
     events = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -62,8 +74,13 @@ def test_clearml_update_weights_offline_bug_still_present(tmp_path, clearml_env)
     from clearml import OutputModel, Task
 
     Task.set_offline(True)
-    task = Task.init(project_name="fer", task_name="shim-check", auto_connect_frameworks={"detect_repository": False},
-                     auto_resource_monitoring=False, reuse_last_task_id=False)
+    task = Task.init(
+        project_name="fer",
+        task_name="shim-check",
+        auto_connect_frameworks={"detect_repository": False},
+        auto_resource_monitoring=False,
+        reuse_last_task_id=False,
+    )
     weights = tmp_path / "w.onnx"
     weights.write_bytes(b"weights")
     try:
@@ -92,8 +109,14 @@ def test_neptune_debug_mode_records_values():
     t.log_metrics({"train_loss": 1.5, "val_acc": 0.4, "lr": 0.001}, step=1)
     t.log_metrics({"train_loss": 1.2, "val_acc": 0.5, "lr": 0.002}, step=2)
     t.log_confusion_matrix([[1, 0], [0, 1]], ["a", "b"], step=2)
-    meta = ArtifactMeta(arch="resnet18", labels=["a", "b"], normalize={"mean": 0.5, "std": 0.25},
-                        metrics={"val_acc": 0.5}, data={"sha256": "abc"}, code_version="deadbee")
+    meta = ArtifactMeta(
+        arch="resnet18",
+        labels=["a", "b"],
+        normalize={"mean": 0.5, "std": 0.25},
+        metrics={"val_acc": 0.5},
+        data={"sha256": "abc"},
+        code_version="deadbee",
+    )
     t.log_artifact("runs/x/artifact", "fer-resnet18", meta)
     run = t.run
     assert run["parameters/optim/lr"].fetch() == 0.002
@@ -111,8 +134,13 @@ def test_neptune_offline_run_through_fit(session_csv, tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     t = NeptuneTracker.from_settings(Settings())
     assert t.mode == "offline"
-    fit(load_train_config(None, FAST), data_path=str(session_csv), run_dir=tmp_path / "run", tracker=t,
-        export_onnx=False)
+    fit(
+        load_train_config(None, FAST),
+        data_path=str(session_csv),
+        run_dir=tmp_path / "run",
+        tracker=t,
+        export_onnx=False,
+    )
     assert any((tmp_path / ".neptune").rglob("*")), "no offline Neptune data written"
 
 
@@ -167,13 +195,29 @@ def test_queue_enqueues_on_the_agent_queue(monkeypatch, session_csv):
         return FakeTask()
 
     monkeypatch.setattr(clearml.Task, "init", staticmethod(fake_init))
-    monkeypatch.setattr("fer.clearml_session.check_clearml_server",
-                        lambda host, timeout=3.0: calls.setdefault("pinged", host))
-    for var, value in (("CLEARML_API_HOST", "http://clearml:8008"), ("CLEARML_API_ACCESS_KEY", "k"),
-                       ("CLEARML_API_SECRET_KEY", "s")):
+    monkeypatch.setattr(
+        "fer.clearml_session.check_clearml_server", lambda host, timeout=3.0: calls.setdefault("pinged", host)
+    )
+    for var, value in (
+        ("CLEARML_API_HOST", "http://clearml:8008"),
+        ("CLEARML_API_ACCESS_KEY", "k"),
+        ("CLEARML_API_SECRET_KEY", "s"),
+    ):
         monkeypatch.setenv(var, value)
-    r = CliRunner().invoke(app, ["train", "--config", "experiments/gpu.yaml", "--queue", "gpu-a100",
-                                 "--set", "epochs=3", "--data", str(session_csv)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            "experiments/gpu.yaml",
+            "--queue",
+            "gpu-a100",
+            "--set",
+            "epochs=3",
+            "--data",
+            str(session_csv),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert calls["pinged"] == "http://clearml:8008"
     assert calls["init"]["project_name"] == "fer" and calls["init"]["task_name"] == "fer-resnet18"

@@ -26,8 +26,13 @@ def _cfg(*extra):
 
 def test_fit_writes_run_folder_and_learns(session_csv, tmp_path):
     run = tmp_path / "run"
-    result = fit(_cfg("epochs=4", "optim.lr=0.003", "model.arch=resnet18"), data_path=str(session_csv), run_dir=run,
-                 tracker=LocalTracker(run), export_onnx=False)
+    result = fit(
+        _cfg("epochs=4", "optim.lr=0.003", "model.arch=resnet18"),
+        data_path=str(session_csv),
+        run_dir=run,
+        tracker=LocalTracker(run),
+        export_onnx=False,
+    )
     for f in ("config.yaml", "best.pt", "last.pt", "events.jsonl", "artifact/meta.json", "artifact/weights.pt"):
         assert (run / f).is_file(), f
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 4
@@ -49,8 +54,13 @@ def test_same_seed_same_result(session_csv, tmp_path):
 def test_resume_continues_to_the_same_end(session_csv, tmp_path):
     # An interrupted run (stopped after 1 of 3 epochs) resumed from last.pt ends like a straight run.
     straight = fit(_cfg("epochs=3"), data_path=str(session_csv), run_dir=tmp_path / "s", export_onnx=False)
-    first = fit(_cfg("epochs=3"), data_path=str(session_csv), run_dir=tmp_path / "r", export_onnx=False,
-                callbacks=[lambda epoch, m: epoch == 1])
+    first = fit(
+        _cfg("epochs=3"),
+        data_path=str(session_csv),
+        run_dir=tmp_path / "r",
+        export_onnx=False,
+        callbacks=[lambda epoch, m: epoch == 1],
+    )
     assert first.metrics["epochs_run"] == 1
     resumed = fit(_cfg("epochs=99"), data_path=str(session_csv), resume=tmp_path / "r", export_onnx=False)
     assert resumed.metrics["epochs_run"] == 3  # the run's own config wins over the new one
@@ -59,8 +69,12 @@ def test_resume_continues_to_the_same_end(session_csv, tmp_path):
 
 def test_early_stopping(session_csv, tmp_path):
     # lr=0 never improves after epoch 1, so patience 1 stops after epoch 2.
-    r = fit(_cfg("epochs=6", "early_stopping=1", "optim.lr=1e-12", "optim.scheduler=none"),
-            data_path=str(session_csv), run_dir=tmp_path / "e", export_onnx=False)
+    r = fit(
+        _cfg("epochs=6", "early_stopping=1", "optim.lr=1e-12", "optim.scheduler=none"),
+        data_path=str(session_csv),
+        run_dir=tmp_path / "e",
+        export_onnx=False,
+    )
     assert r.metrics["epochs_run"] == 2 and r.metrics["best_epoch"] == 1
 
 
@@ -69,8 +83,9 @@ def test_ctrl_c_keeps_best_checkpoint(session_csv, tmp_path):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    r = fit(_cfg("epochs=5"), data_path=str(session_csv), run_dir=tmp_path / "i", callbacks=[interrupt],
-            export_onnx=False)
+    r = fit(
+        _cfg("epochs=5"), data_path=str(session_csv), run_dir=tmp_path / "i", callbacks=[interrupt], export_onnx=False
+    )
     assert r.interrupted and r.metrics["epochs_run"] == 2
     assert (r.artifact_dir / "weights.pt").is_file()
 

@@ -17,9 +17,18 @@ from fer.tune import load_tune_config, run_study
 
 def _cfg(tmp_path, *extra):
     # The tiny network: these tests check the study (pruning, resume, workers), not ResNet-18.
-    base = ["base.model.arch=tiny", "base.precision=fp32", "base.eval_batch_size=64", "base.epochs=2",
-            "epochs=3", "subset=1.0", f"output_dir={tmp_path}", "search.batch_size=[16, 32]",
-            "search.optimizer=[adam, sgd]", "search.lr=[0.00001, 0.01]"]
+    base = [
+        "base.model.arch=tiny",
+        "base.precision=fp32",
+        "base.eval_batch_size=64",
+        "base.epochs=2",
+        "epochs=3",
+        "subset=1.0",
+        f"output_dir={tmp_path}",
+        "search.batch_size=[16, 32]",
+        "search.optimizer=[adam, sgd]",
+        "search.lr=[0.00001, 0.01]",
+    ]
     return load_tune_config(None, [*base, *extra])
 
 
@@ -63,8 +72,20 @@ def test_two_workers_share_a_journal(tmp_path, session_csv):
 def test_best_config_trains_with_fer_train(tmp_path, session_csv):
     cfg = _cfg(tmp_path, "trials=2", "study_name=s4")
     r = run_study(cfg, data_path=str(session_csv))
-    res = CliRunner().invoke(app, ["train", "--config", str(r.best_config), "--set", "epochs=1",
-                                   "--data", str(session_csv), "--run-dir", str(tmp_path / "final")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(r.best_config),
+            "--set",
+            "epochs=1",
+            "--data",
+            str(session_csv),
+            "--run-dir",
+            str(tmp_path / "final"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "final" / "artifact" / "model.onnx").is_file()
 

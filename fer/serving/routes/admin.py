@@ -24,8 +24,12 @@ def require_admin(request: Request, settings) -> None:
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"})
 
 
-@router.post("/admin/reload", summary="Load the registry's current production model", response_model=ReloadOut,
-             responses=errors(400, 401, 403, 409))
+@router.post(
+    "/admin/reload",
+    summary="Load the registry's current production model",
+    response_model=ReloadOut,
+    responses=errors(400, 401, 403, 409),
+)
 async def admin_reload(request: Request, settings: AppSettings, holder: Holder, force: bool = False) -> ReloadOut:
     """Requires `Authorization: Bearer <FER_ADMIN_TOKEN>`. Disabled (403) when no token is set."""
     require_admin(request, settings)

@@ -21,12 +21,24 @@ async def ready(svc: Service) -> ReadyOut:
     return ReadyOut(status="ready", model=ModelRef(name=svc.predictor.name, version=svc.predictor.version))
 
 
-@router.get("/model", summary="The served model: name, version, labels, metrics", response_model=ModelInfoOut,
-            responses=errors(503))
+@router.get(
+    "/model",
+    summary="The served model: name, version, labels, metrics",
+    response_model=ModelInfoOut,
+    responses=errors(503),
+)
 async def model_info(svc: Service) -> ModelInfoOut:
     p, meta = svc.predictor, svc.predictor.meta
-    return ModelInfoOut(name=p.name, version=p.version, labels=p.labels, arch=meta.arch, input_size=p.input_size,
-                        metrics=meta.numeric_metrics, created=meta.created, code_version=meta.code_version)
+    return ModelInfoOut(
+        name=p.name,
+        version=p.version,
+        labels=p.labels,
+        arch=meta.arch,
+        input_size=p.input_size,
+        metrics=meta.numeric_metrics,
+        created=meta.created,
+        code_version=meta.code_version,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -13,10 +13,19 @@ from fer.serving.schemas import PredictionOut, errors
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/predict", response_model=PredictionOut, responses=errors(400, 413, 415, 422, 503),
-             summary="Emotion of every face in a photo")
-async def predict(request: Request, svc: Service, settings: AppSettings, metrics: AppMetrics,
-                  file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or GIF")) -> PredictionOut:
+@router.post(
+    "/predict",
+    response_model=PredictionOut,
+    responses=errors(400, 413, 415, 422, 503),
+    summary="Emotion of every face in a photo",
+)
+async def predict(
+    request: Request,
+    svc: Service,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or GIF"),
+) -> PredictionOut:
     """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
     confidence, plus every face with its box. No face: 422 `no_face`."""
     data = await file.read(settings.max_upload_bytes + 1)
@@ -29,8 +38,11 @@ async def predict(request: Request, svc: Service, settings: AppSettings, metrics
         raise ApiError(e.status, e.code, str(e)) from None
     analysis = await run_in_threadpool(svc.analyze, rgb)
     metrics.record_analysis(analysis, "api")
-    request.state.log |= {"faces": len(analysis.faces), "emotions": [f.emotion for f in analysis.faces],
-                          "model_version": svc.predictor.version}
+    request.state.log |= {
+        "faces": len(analysis.faces),
+        "emotions": [f.emotion for f in analysis.faces],
+        "model_version": svc.predictor.version,
+    }
     if not analysis.faces:
         raise ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo")
     return PredictionOut.from_analysis(analysis, svc)
