@@ -7,36 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.annotate import annotate
+
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
-COLORS = {
-    "angry": (220, 50, 47),
-    "disgust": (133, 153, 0),
-    "fear": (108, 113, 196),
-    "happy": (38, 139, 210),
-    "sad": (88, 110, 117),
-    "surprise": (203, 75, 22),
-    "neutral": (147, 161, 161),
-}
-
-
-def annotate(rgb: np.ndarray, analysis) -> np.ndarray:
-    """Draw a box and `emotion confidence` label on every face."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    im = Image.fromarray(rgb).convert("RGB")
-    draw = ImageDraw.Draw(im)
-    side = max(im.size)
-    width = max(2, side // 250)
-    font = ImageFont.load_default(size=max(12, side // 40))
-    for i, f in enumerate(analysis.faces, start=1):
-        b, color = f.box, COLORS.get(f.emotion, (255, 0, 0))
-        draw.rectangle([b.x, b.y, b.x + b.w, b.y + b.h], outline=color, width=width)
-        text = f"{i}: {f.emotion} {f.confidence:.0%}"
-        tx, ty = b.x, max(0, b.y - font.size - 2 * width)
-        box = draw.textbbox((tx, ty), text, font=font)
-        draw.rectangle([box[0] - width, box[1] - width, box[2] + width, box[3] + width], fill=color)
-        draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
-    return np.asarray(im)
 
 
 def _choices(analysis) -> list[str]:
@@ -60,29 +33,33 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         return a
 
     def analyze(img: np.ndarray | None):
+        """Outputs: annotated image, probabilities, face dropdown, (photo, faces) state, summary."""
         if img is None:
-            return None, None, gr.update(choices=[], value=None), [], "Upload a photo to start."
+            return None, None, gr.update(choices=[], value=None), None, "Upload a photo to start."
         a = analyze_and_record(img)
         if not a.faces:
             no_face = "**No face found.** Try a clearer, front-facing photo."
-            return img, None, gr.update(choices=[], value=None), [], no_face
-        probs = [f.probabilities for f in a.faces]
+            return img, None, gr.update(choices=[], value=None), None, no_face
         choices = _choices(a)
         summary = f"**{len(a.faces)} face{'s' if len(a.faces) > 1 else ''}** found" + (
             " (the image was treated as a face crop)" if a.is_crop else ""
         )
-        return annotate(img, a), probs[0], gr.update(choices=choices, value=choices[0]), probs, summary
+        shown = annotate(img, a.faces, selected=0 if len(a.faces) > 1 else None)
+        return shown, a.faces[0].probabilities, gr.update(choices=choices, value=choices[0]), (img, a.faces), summary
 
-    def select(choice: str | None, probs: list[dict]):
-        if not choice or not probs:
-            return None
-        return probs[int(choice.split(":")[0].split()[1]) - 1]
+    def select(choice: str | None, state):
+        """Picking a face in the dropdown shows its probabilities and highlights it in the photo."""
+        if not choice or not state:
+            return gr.update(), None
+        img, faces = state
+        i = int(choice.split(":")[0].split()[1]) - 1
+        return annotate(img, faces, selected=i if len(faces) > 1 else None), faces[i].probabilities
 
     def stream(frame: np.ndarray | None):
         if frame is None:
             return None, None
         a = analyze_and_record(frame)
-        return annotate(frame, a), (a.primary.probabilities if a.primary else None)
+        return annotate(frame, a.faces), (a.primary.probabilities if a.primary else None)
 
     def model_line():
         svc = get_service()
@@ -107,18 +84,35 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
                     image = gr.Image(type="numpy", label="Photo", sources=["upload", "clipboard"], elem_id="photo")
                     run = gr.Button("Detect emotions", variant="primary", elem_id="run")
                 with gr.Column():
-                    annotated = gr.Image(type="numpy", label="Faces", interactive=False, elem_id="annotated")
+                    # No label badge and only a download button: nothing sits over the faces' labels.
+                    annotated = gr.Image(
+                        type="numpy",
+                        label="Faces",
+                        show_label=False,
+                        buttons=["download"],
+                        interactive=False,
+                        elem_id="annotated",
+                    )
                     summary = gr.Markdown(elem_id="summary")
                     face = gr.Dropdown(label="Face", choices=[], interactive=True, elem_id="face")
                     bars = gr.Label(label="Probabilities", num_top_classes=7, elem_id="probabilities")
-            probs_state = gr.State([])
+            photo_state = gr.State(None)  # (photo, faces) of the last analysis, for highlighting
+            outputs = [annotated, bars, face, photo_state, summary]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
             if examples:
-                gr.Examples(examples=examples, inputs=image)
-            outputs = [annotated, bars, face, probs_state, summary]
+                # A click shows the example and analyses it at once (no extra button press).
+                gr.Examples(
+                    examples=examples,
+                    inputs=image,
+                    outputs=outputs,
+                    fn=analyze,
+                    run_on_click=True,
+                    cache_examples=False,
+                    elem_id="examples",
+                )
             run.click(analyze, inputs=image, outputs=outputs, api_name="predict")
             image.upload(analyze, inputs=image, outputs=outputs, api_name=False)
-            face.change(select, inputs=[face, probs_state], outputs=bars, api_name=False)
+            face.input(select, inputs=[face, photo_state], outputs=[annotated, bars], api_name=False)
         with gr.Tab("Webcam"):
             gr.Markdown(
                 "Live predictions from your camera (the browser asks for permission; it works on localhost or https)."

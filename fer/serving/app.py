@@ -21,6 +21,7 @@ from fer.serving.errors import install_error_handlers
 from fer.serving.holder import ModelHolder
 from fer.serving.observe import install_observer
 from fer.serving.routes import admin, ops, predict
+from fer.serving.routes.docs import install_docs
 
 MULTIPART_ENVELOPE = 64 * 1024  # the multipart framing on top of the file itself
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
         "sad, surprise, neutral) with a ResNet-18 trained on FER-2013. The web UI is at /ui.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their assets from a CDN; routes/docs.py serves them offline
+        redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
     body_limit = settings.max_upload_bytes + MULTIPART_ENVELOPE
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
     install_error_handlers(app, settings.max_upload_bytes)
     for router in (predict.router, ops.router, admin.router):
         app.include_router(router)
+    install_docs(app)
     if settings.ui:
         _mount_ui(app, holder, metrics, settings)
     return app
@@ -94,6 +98,7 @@ def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Set
         app,
         build_ui(lambda: holder.service, metrics),
         path="/ui",
+        root_path="/ui",
         theme=gr.themes.Soft(),
         max_file_size=settings.max_upload_bytes,
     )

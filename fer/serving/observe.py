@@ -23,7 +23,19 @@ def route_label(request: Request) -> str:
     """The route template (never the raw path, so unknown URLs cannot explode label cardinality)."""
     if request.url.path.startswith("/ui"):
         return "/ui"
-    route = request.scope.get("route")
+    route = request.scope.get("route")  # set by FastAPI's own routes
+    endpoint = request.scope.get("endpoint")
+    if route is None and endpoint is not None:
+        # Plain Starlette routes and mounts (/openapi.json, the docs assets) leave only the
+        # endpoint they dispatched to in the scope: find whose it is.
+        route = next(
+            (
+                r
+                for r in request.app.router.routes
+                if endpoint in (getattr(r, "endpoint", None), getattr(r, "app", None))
+            ),
+            None,
+        )
     return getattr(route, "path", None) or "unmatched"
 
 

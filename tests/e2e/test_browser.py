@@ -76,3 +76,58 @@ def test_webcam_streams_predictions(browser, live_server):
     frame.wait_for(timeout=45_000)
     assert (frame.get_attribute("src") or "").strip()
     context.close()
+
+
+def _offline_page(browser):
+    """A page whose requests to anything but this machine are blocked (as without internet)."""
+    context = browser.new_context()
+    blocked = []
+
+    def route(r):
+        if r.request.url.startswith(("http://127.0.0.1", "data:", "blob:")):
+            return r.continue_()
+        blocked.append(r.request.url)
+        return r.abort()
+
+    context.route("**/*", route)
+    return context, context.new_page(), blocked
+
+
+def test_api_docs_work_offline(browser, live_server):
+    context, page, blocked = _offline_page(browser)
+    page.goto(f"{live_server}/docs", wait_until="domcontentloaded", timeout=60_000)
+    paths = page.locator(".opblock-summary-path")
+    paths.first.wait_for(timeout=30_000)
+    shown = {p.strip() for p in paths.all_inner_texts()}
+    assert {"/predict", "/health", "/ready", "/model", "/metrics", "/admin/reload"} <= shown
+    page.goto(f"{live_server}/redoc", wait_until="domcontentloaded", timeout=60_000)
+    page.get_by_text("Emotion of every face in a photo").first.wait_for(state="attached", timeout=30_000)
+    assert blocked == []  # nothing was even asked of the internet
+    context.close()
+
+
+def test_an_example_shows_and_is_analysed_at_once_and_faces_can_be_picked(browser, live_server):
+    context, page, blocked = _offline_page(browser)
+    failed = []
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+    page.goto(f"{live_server}/ui/", wait_until="domcontentloaded", timeout=60_000)
+    page.get_by_text("fer-resnet18").first.wait_for(timeout=30_000)
+    examples = page.locator("#examples .gallery-item")
+    examples.first.wait_for(timeout=30_000)
+    assert examples.count() == 3  # astronaut, grace_hopper, group (sorted)
+    examples.nth(2).click()
+    # No "Detect emotions" press: the click alone fills the photo and analyses it.
+    page.locator("#summary").get_by_text("3 faces").wait_for(timeout=60_000)
+    page.locator("#photo img").first.wait_for(timeout=10_000)
+    annotated = page.locator("#annotated img").first
+    before = annotated.get_attribute("src")
+    page.locator("#face input").click()
+    page.get_by_role("option").nth(1).click()
+    # Picking face 2 redraws the photo with that face highlighted.
+    page.wait_for_function(
+        "(before) => { const i = document.querySelector('#annotated img'); return i && i.src && i.src !== before; }",
+        arg=before,
+        timeout=30_000,
+    )
+    assert failed == [] and blocked == []
+    context.close()
