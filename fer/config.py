@@ -71,6 +71,7 @@ class TrainConfig(StrictModel):
     eval_batch_size: int = Field(512, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping: int = Field(0, ge=0)  # patience in epochs; 0 disables
+    keep_checkpoints: bool = False  # keep last.pt/best.pt after a finished run (they go by default)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
@@ -133,8 +134,35 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(_describe(err, TrainConfig) for err in e.errors())
         raise ConfigError(f"invalid config{f' {path}' if path else ''}: {problems}") from e
+
+
+def config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (`epochs`, `data.subset`, ...)."""
+    out = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += config_keys(sub, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def _describe(err: dict, model: type[BaseModel]) -> str:
+    """One validation error as `key: message`, suggesting the right key for an unknown one."""
+    import difflib
+
+    key = ".".join(str(x) for x in err["loc"])
+    if err.get("type") != "extra_forbidden":
+        return f"{key}: {err['msg']}"
+    keys = config_keys(model)
+    last = key.rsplit(".", 1)[-1]
+    # Same last part in another section first (subset -> data.subset), then near spellings.
+    hints = [k for k in keys if k.rsplit(".", 1)[-1] == last] or difflib.get_close_matches(key, keys, n=3)
+    hint = f"; did you mean {' or '.join(hints)}?" if hints else ""
+    return f"{key}: {err['msg']}{hint}"
 
 
 def save_config(cfg: BaseModel, path: Path) -> None:
@@ -162,6 +190,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
+    # Seconds a worker may take to answer uvicorn's supervisor ping (and to start): uvicorn's 5 s
+    # default killed workers still importing Gradio and loading the model on a busy machine.
+    worker_healthcheck_timeout: int = Field(120, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
     detector_threshold: float = Field(0.7, gt=0, lt=1)

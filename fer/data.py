@@ -123,7 +123,8 @@ def _load_csv_cached(path: Path, val_fraction: float, seed: int, cache_dir: Path
             return _csv_dataset(path, checksum, x, y, usage, val_fraction, seed)
         except (OSError, KeyError, ValueError):
             log.warning("ignoring unreadable cache %s", cache)
-    x, y, usage = parse_csv(path)
+    log.info("parsing %s once (~10-100 s); later loads use the cache %s", path.name, cache)
+    x, y, usage = parse_csv(path, progress=True)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -134,8 +135,11 @@ def _load_csv_cached(path: Path, val_fraction: float, seed: int, cache_dir: Path
     return _csv_dataset(path, checksum, x, y, usage, val_fraction, seed)
 
 
-def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_csv(path: Path, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse a Kaggle-format CSV into images, labels and usage codes (0 train, 1 val, 2 test, -1 none).
+
+    `progress` shows a row counter on stderr (tqdm, when installed), since a first parse of the
+    full file takes a while on a slow machine.
 
     Raises:
         DataError: naming the file and 1-based line of the first malformed row.
@@ -151,7 +155,8 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise DataError(f"{path}: header must be 'emotion,pixels[,Usage]', found {','.join(header)!r}")
         has_usage = len(header) == 3
         labels, usages, pixel_rows = [], [], []
-        for line_no, row in enumerate(reader, start=2):
+        bar = _progress(progress, f"parsing {path.name}")
+        for line_no, row in enumerate(bar(reader), start=2):
             if not row:
                 continue
             if len(row) != len(header):
@@ -183,6 +188,18 @@ def parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataError(f"{path}, line {bad + 2}: pixel values must be integers in 0..255")
     x = flat.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return x, np.asarray(labels, dtype=np.int64), np.asarray(usages, dtype=np.int8)
+
+
+def _progress(enabled: bool, desc: str):
+    """An iterable wrapper: tqdm's row counter when wanted and installed, else the iterable itself."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return lambda it: tqdm(it, desc=desc, unit=" rows", unit_scale=True, mininterval=1.0, leave=False)
+        except ImportError:  # the serving install has no tqdm
+            pass
+    return lambda it: it
 
 
 def _csv_dataset(path, checksum, x, y, usage, val_fraction, seed) -> Dataset:

@@ -117,6 +117,14 @@ class FaceResult(BaseModel):
     detection_score: float = Field(description="the face detector's confidence (1.0 for a whole-image crop)")
 
 
+ROTATIONS = (90, 270, 180)  # clockwise turns tried when a photo shows no face as it is
+
+
+def rotate(rgb: np.ndarray, degrees: int) -> np.ndarray:
+    """The image turned `degrees` clockwise (a multiple of 90)."""
+    return np.ascontiguousarray(np.rot90(rgb, -(degrees // 90) % 4))
+
+
 @dataclass
 class Analysis:
     faces: list[FaceResult]
@@ -125,6 +133,7 @@ class Analysis:
     height: int
     detect_s: float
     infer_s: float
+    rotation: int = 0  # degrees clockwise the photo was turned to find faces; boxes are in that image
 
     @property
     def primary(self) -> FaceResult | None:
@@ -170,10 +179,22 @@ class EmotionService:
             self.batcher.close()
 
     def analyze(self, rgb: np.ndarray) -> Analysis:
+        """Every face's emotion. A photo with no face found as it is is tried turned 90, 270 and 180
+        degrees clockwise (sideways phone photos without an EXIF orientation tag); `rotation` says
+        which turn was used."""
         import time
 
         t0 = time.perf_counter()
         faces, is_crop = self.detector.faces_or_crop(rgb)
+        rotation = 0
+        if not faces:
+            # YuNet finds some turned faces but not all; the turn whose faces score best is the
+            # upright one (a face upside down can still be found, with a lower score).
+            tries = [(rotate(rgb, d), d) for d in ROTATIONS]
+            found = [(self.detector.detect(img), img, d) for img, d in tries]
+            best = max(found, key=lambda f: sum(x.score for x in f[0]))
+            if best[0]:
+                faces, rgb, rotation = best
         t1 = time.perf_counter()
         results = []
         if faces:
@@ -191,4 +212,4 @@ class EmotionService:
                 for f, p in zip(faces, preds, strict=True)
             ]
         t2 = time.perf_counter()
-        return Analysis(results, is_crop, rgb.shape[1], rgb.shape[0], t1 - t0, t2 - t1)
+        return Analysis(results, is_crop, rgb.shape[1], rgb.shape[0], t1 - t0, t2 - t1, rotation)

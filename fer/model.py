@@ -109,26 +109,31 @@ def build_model(arch: str, num_classes: int = 7, pretrained: bool = False, dropo
 
 
 def code_version() -> str:
-    """Git commit of the code (with '-dirty' when modified), or 'unknown' outside a checkout."""
+    """Git commit of the code, `<commit>-dirty-<diff hash>` when modified, or 'unknown' outside a checkout.
+
+    The diff's hash tells two runs from one modified tree apart from two from another; `fit`
+    saves the diff itself as `code.diff` in the run folder, so a dirty run stays reproducible.
+    """
+    return code_state()[0]
+
+
+def code_state() -> tuple[str, str]:
+    """(code version, `git diff HEAD` of tracked files; "" when clean or outside a checkout)."""
+    import hashlib
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return f"{rev}-dirty" if dirty else rev
+        rev = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--no-color", "--no-ext-diff")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", ""
+    if not diff:
+        return rev, ""
+    return f"{rev}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:8]}", diff
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from fer.augment import BatchAugment
 from fer.config import TrainConfig, save_config
 from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
 from fer.evaluate import classification_metrics
-from fer.model import build_model, clean_state_dict, code_version, save_artifact
+from fer.model import build_model, clean_state_dict, code_state, save_artifact
 from fer.optim import build_optimizer, build_scheduler
 from fer.tracking import NullTracker, Tracker
 
@@ -257,9 +257,12 @@ def fit(
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
     eval_batcher = Batcher(mean, std, device, cfg.channels_last)
+    version, diff = code_state()
+    if diff:  # uncommitted changes: keep them with the run, so its code can be rebuilt
+        (run_dir / "code.diff").write_text(diff)
     run_info = {
         "data_sha256": data.checksum,
-        "code_version": code_version(),
+        "code_version": version,
         "train_size": len(train),
         "device": str(device),
         "bf16": bf16,
@@ -281,6 +284,7 @@ def fit(
     )
 
     interrupted, status, t0 = False, "completed", time.time()
+    finished = False  # the schedule ran out or early stopping ended it: nothing left to resume
     epoch_bar = tqdm(
         range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs, dynamic_ncols=True
     )
@@ -339,9 +343,11 @@ def fit(
             stop = any(cb(epoch + 1, metrics) for cb in (callbacks or []))
             if cfg.early_stopping and epoch - best_epoch >= cfg.early_stopping:
                 log.info("early stopping: no val_acc gain for %d epochs", cfg.early_stopping)
-                stop = True
+                stop, finished = True, True
             if stop:
                 break
+        else:
+            finished = True
     except KeyboardInterrupt:
         # Ctrl-C keeps what was learnt: the artifact is built from the best checkpoint so far.
         interrupted, status = True, "interrupted"
@@ -382,6 +388,11 @@ def fit(
         torch=torch.__version__,
     )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
+    if finished and not cfg.keep_checkpoints:
+        # A finished run has nothing to resume, and the artifact holds the best weights: the
+        # checkpoints (optimizer state included, ~3x the weights) would only fill the disk.
+        for name in ("last.pt", "best.pt"):
+            (run_dir / name).unlink(missing_ok=True)
     tracker.log_artifact(artifact_dir, cfg.name, meta)
     tracker.finish(status)
     log.info("best val_acc %.4f at epoch %d; artifact in %s", best_acc, best_epoch + 1, artifact_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fer.annotate import annotate
+from fer.inference import rotate
 
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
 
@@ -37,12 +38,16 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         if img is None:
             return None, None, gr.update(choices=[], value=None), None, "Upload a photo to start."
         a = analyze_and_record(img)
+        if a.rotation:  # found only with the photo turned: show it turned, as the boxes are
+            img = rotate(img, a.rotation)
         if not a.faces:
             no_face = "**No face found.** Try a clearer, front-facing photo."
             return img, None, gr.update(choices=[], value=None), None, no_face
         choices = _choices(a)
-        summary = f"**{len(a.faces)} face{'s' if len(a.faces) > 1 else ''}** found" + (
-            " (the image was treated as a face crop)" if a.is_crop else ""
+        summary = (
+            f"**{len(a.faces)} face{'s' if len(a.faces) > 1 else ''}** found"
+            + (" (the image was treated as a face crop)" if a.is_crop else "")
+            + (f" (the photo was turned {a.rotation}° to find them)" if a.rotation else "")
         )
         shown = annotate(img, a.faces, selected=0 if len(a.faces) > 1 else None)
         return shown, a.faces[0].probabilities, gr.update(choices=choices, value=choices[0]), (img, a.faces), summary

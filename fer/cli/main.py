@@ -21,6 +21,9 @@ app = typer.Typer(
     help="Facial emotion recognition: train, evaluate, register and serve models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Markdown, not Rich's console markup: "[env X]"-style text would vanish as a markup tag, and
+    # docstrings reflow as paragraphs instead of breaking where the source lines break.
+    rich_markup_mode="markdown",
     add_completion=False,
 )
 app.add_typer(registry_app, name="registry")
@@ -152,7 +155,9 @@ def export(
 @app.command()
 def quantize(
     out: Annotated[Path, typer.Option(help="output folder for the int8 artifact")],
-    model: Annotated[str | None, typer.Option(help="registry reference [default FER_MODEL]")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="registry reference (env FER_MODEL; default fer-resnet18@production)")
+    ] = None,
     data: DataOpt = None,
     calibration: Annotated[int, typer.Option(help="Training images to calibrate activation ranges on")] = 1000,
     seed: Annotated[int, typer.Option(help="which calibration images")] = 0,
@@ -241,10 +246,12 @@ def tune(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="bind address [env FER_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="port [env FER_PORT, default 8000]")] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes [env FER_WORKERS]")] = None,
-    model: Annotated[str | None, typer.Option(help="registry reference [env FER_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (env FER_HOST; default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (env FER_PORT; default 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (env FER_WORKERS; default 1)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="registry reference (env FER_MODEL; default fer-resnet18@production)")
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Serve the REST API and the web UI (the production model from the registry)."""

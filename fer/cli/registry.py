@@ -10,7 +10,11 @@ import typer
 
 from fer.cli.common import RegistryOpt, fail, open_registry_for
 
-registry_app = typer.Typer(help="The model registry: list, register, promote, rollback, show.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="The model registry: list, register, promote, rollback, show.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 
 @registry_app.command("list")
@@ -19,9 +23,13 @@ def registry_list(name: Annotated[str | None, typer.Argument()] = None, registry
     from fer.registry import RegistryError
 
     try:
-        versions = open_registry_for(registry).list(name)
+        reg = open_registry_for(registry)
+        versions = reg.list(name)
     except RegistryError as e:
         fail(str(e))
+    if not versions and name:
+        known = getattr(reg, "names", lambda: [])()
+        fail(f"no model named {name!r} in the registry" + (f" (models: {', '.join(known)})" if known else ""))
     if not versions:
         typer.echo("no models registered")
     for mv in versions:

@@ -24,6 +24,11 @@ class PredictionOut(BaseModel):
     face_count: int
     whole_image: bool = Field(description="no face was detected; the small image was classified as a face crop")
     image: dict[str, int] = Field(description="width and height after EXIF orientation")
+    rotation: int = Field(
+        0,
+        description="degrees the photo was turned clockwise to find faces (a sideways photo without an EXIF "
+        "orientation tag); boxes and image size refer to the turned photo",
+    )
     model: ModelRef
     timings_ms: dict[str, float]
 
@@ -70,6 +75,7 @@ class PredictionOut(BaseModel):
             face_count=len(a.faces),
             whole_image=a.is_crop,
             image={"width": a.width, "height": a.height},
+            rotation=a.rotation,
             model=ModelRef(name=service.predictor.name, version=service.predictor.version),
             timings_ms={"detect": round(a.detect_s * 1000, 2), "inference": round(a.infer_s * 1000, 2)},
         )

@@ -41,4 +41,10 @@ def serve(settings: Settings) -> None:
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
     # app_dir: app.py's folder, so `fer serve --workers 2` works from any directory.
-    uvicorn.run("app:app", workers=settings.workers, app_dir=str(APP_DIR), **common)
+    uvicorn.run(
+        "app:app",
+        workers=settings.workers,
+        app_dir=str(APP_DIR),
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
+        **common,
+    )

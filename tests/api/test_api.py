@@ -249,3 +249,28 @@ def test_openapi_docs(api_client):
     responses = spec["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
     assert api_client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("photo", "turn", "faces"), [("grace_hopper.jpg", 90, 1), ("grace_hopper.jpg", 270, 1), ("group.jpg", 180, 3)]
+)
+def test_a_photo_turned_without_exif_is_turned_back(api_client, photo, turn, faces):
+    # A turned photo whose EXIF orientation tag was lost, in which the detector finds no face as it
+    # is: the app tries the other orientations, keeps the upright one and says which it used.
+    from fer.inference import rotate
+
+    rgb = np.asarray(Image.open(EXAMPLES / photo).convert("RGB"))
+    upright = post(api_client, jpeg_bytes(rgb)).json()
+    turned = post(api_client, jpeg_bytes(rotate(rgb, turn))).json()
+    assert upright["rotation"] == 0 and turned["face_count"] == faces
+    assert turned["rotation"] == (360 - turn) % 360 and turned["image"] == upright["image"]
+    assert [f["emotion"] for f in turned["faces"]] == [f["emotion"] for f in upright["faces"]]
+
+
+def test_docs_and_schema_have_their_own_route_label(api_client):
+    for path in ("/docs", "/openapi.json", "/docs/assets/swagger-ui.css"):
+        assert api_client.get(path).status_code == 200, path
+    assert api_client.get("/redoc").status_code == 404  # not offered: it cannot work offline
+    text = api_client.get("/metrics").text
+    for route in ("/docs", "/openapi.json", "/docs/assets"):
+        assert f'route="{route}",status="200"' in text, route

@@ -54,3 +54,25 @@ def test_two_workers_share_one_metrics_view(tmp_path):
             assert metric(text, "fer_model_ready") == 1
             assert metric(text, f'fer_model_info{{name="fer-resnet18",version="{PRODUCTION_VERSION}"}}') == 1
             assert metric(text, "fer_inference_duration_seconds_count") == n
+
+
+def test_workers_start_reliably_on_a_busy_machine(tmp_path):
+    # Four busy loops on two cores (bounded: they end by themselves after 120 s, and are killed
+    # when the test ends). Workers importing Gradio and loading the model then start slowly; none
+    # may be killed for missing uvicorn's supervisor ping.
+    import subprocess
+    import sys
+
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 120: pass"])
+        for _ in range(4)
+    ]
+    try:
+        with app_process(tmp_path, FER_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "mp")) as url:
+            assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
+            log = url.log_path.read_text()
+    finally:
+        for b in burners:
+            b.kill()
+    assert log.count("Started server process") == 2, log[-3000:]
+    assert "died" not in log and "not ready in time" not in log, log[-3000:]

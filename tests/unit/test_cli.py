@@ -96,3 +96,24 @@ def test_errors_are_one_clear_line(tmp_path, session_csv):
     assert r.exit_code == 2 and "invalid model name" in r.output
     r = runner.invoke(app, ["train", "--data", str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "data path does not exist" in r.output
+
+
+def test_help_keeps_bracketed_text_shows_defaults_and_reflows():
+    wide = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    serve = wide.invoke(app, ["serve", "--help"]).output
+    for text in ("(env FER_HOST; default 127.0.0.1)", "(env FER_PORT; default 8000)", "(env FER_WORKERS; default 1)"):
+        assert text in serve, serve
+    quantize = wide.invoke(app, ["quantize", "--help"]).output
+    # The docstring is one paragraph, not broken where its source lines break.
+    assert "promoting it is gated on validation accuracy" in quantize, quantize
+    assert "(env FER_MODEL; default fer-resnet18@production)" in quantize
+
+
+def test_unknown_override_key_suggests_its_section(session_csv):
+    r = runner.invoke(app, ["train", "--set", "subset=0.05", "--data", str(session_csv)])
+    assert r.exit_code == 2 and "did you mean data.subset?" in r.output
+
+
+def test_registry_list_names_an_unknown_model(tmp_path):
+    r = runner.invoke(app, ["registry", "list", "nosuch", "--registry", str(tmp_path / "reg")])
+    assert r.exit_code == 2 and "no model named 'nosuch'" in r.output and "fer-resnet18" in r.output

@@ -53,3 +53,14 @@ def test_bad_files(tmp_path):
     (tmp_path / "typo.yaml").write_text("epochs: 5\nbatchsize: 32\n")
     with pytest.raises(ConfigError, match="batchsize"):
         load_train_config(tmp_path / "typo.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [("subset=0.05", "did you mean data.subset?"), ("optim.lrr=0.1", "did you mean optim.lr"), ("zzz=1", None)],
+)
+def test_an_unknown_key_suggests_the_right_one(override, hint):
+    with pytest.raises(ConfigError) as e:
+        load_train_config(None, [override])
+    assert "Extra inputs are not permitted" in str(e.value)
+    assert (hint in str(e.value)) if hint else ("did you mean" not in str(e.value))

@@ -65,3 +65,13 @@ def test_compact_onnx_is_half_size_and_close(trained_artifact, tmp_path):
     x = np.random.default_rng(1).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
     full, half = Predictor(trained_artifact), Predictor(tmp_path)
     assert np.abs(full.logits(x) - half.logits(x)).max() < 1e-2
+
+
+def test_code_version_names_the_commit_and_any_uncommitted_diff():
+    import re
+
+    from fer.model import code_state
+
+    version, diff = code_state()
+    assert re.fullmatch(r"[0-9a-f]{7,}(-dirty-[0-9a-f]{8})?", version), version
+    assert ("-dirty-" in version) == bool(diff)  # a modified tree says so, with its diff's hash

@@ -27,7 +27,7 @@ def _cfg(*extra):
 def test_fit_writes_run_folder_and_learns(session_csv, tmp_path):
     run = tmp_path / "run"
     result = fit(
-        _cfg("epochs=4", "optim.lr=0.003", "model.arch=resnet18"),
+        _cfg("epochs=4", "optim.lr=0.003", "model.arch=resnet18", "keep_checkpoints=true"),
         data_path=str(session_csv),
         run_dir=run,
         tracker=LocalTracker(run),
@@ -93,3 +93,19 @@ def test_ctrl_c_keeps_best_checkpoint(session_csv, tmp_path):
 def test_missing_resume_is_clear(tmp_path, session_csv):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         fit(_cfg(), data_path=str(session_csv), resume=tmp_path / "nope")
+
+
+def test_a_finished_run_keeps_only_the_artifact(session_csv, tmp_path):
+    # Checkpoints hold the optimizer state (~3x the weights); a finished run has nothing to resume.
+    r = fit(_cfg("epochs=2"), data_path=str(session_csv), run_dir=tmp_path / "f", export_onnx=False)
+    assert not (tmp_path / "f" / "last.pt").exists() and not (tmp_path / "f" / "best.pt").exists()
+    assert (r.artifact_dir / "weights.pt").is_file()
+    # A run stopped before its schedule ends (a callback, Ctrl-C) keeps last.pt to resume from.
+    fit(
+        _cfg("epochs=3"),
+        data_path=str(session_csv),
+        run_dir=tmp_path / "s",
+        export_onnx=False,
+        callbacks=[lambda epoch, m: epoch == 1],
+    )
+    assert (tmp_path / "s" / "last.pt").is_file()

@@ -1,8 +1,9 @@
-"""API docs that work offline: Swagger UI and ReDoc from assets served by the app itself.
+"""API docs that work offline: Swagger UI from assets served by the app itself.
 
-FastAPI's defaults load Swagger UI and ReDoc from a CDN, so `/docs` is a blank page without
-internet. The assets ship in the `fastapi-offline` wheel (Swagger UI: Apache-2.0, ReDoc: MIT);
-only its files are used, mounted at `/docs/assets`.
+FastAPI's defaults load Swagger UI from a CDN, so `/docs` is a blank page without internet. The
+assets ship in the `fastapi-offline` wheel (Swagger UI, Apache-2.0); only its files are used,
+mounted at `/docs/assets`. ReDoc is not offered: its bundle loads its logo from a CDN whatever
+the options, so it cannot be fully offline; `/openapi.json` feeds any other viewer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -44,19 +45,7 @@ async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
 
 
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    return get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-        with_google_fonts=False,
-    )
-
-
 def install_docs(app: FastAPI) -> None:
-    """The docs routes and their assets (create the app with docs_url=None, redoc_url=None)."""
+    """The docs route and its assets (create the app with docs_url=None, redoc_url=None)."""
     app.include_router(router)
     app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
