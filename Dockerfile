@@ -1,11 +1,20 @@
-# syntax=docker/dockerfile:1
 # Serving image: FastAPI + Gradio + ONNX Runtime, no training stack (torch is not installed).
 #   docker build -t emotion-api .
 #   docker run -p 8000:8000 emotion-api
+# Where Docker Hub cannot be reached, any image with Python 3.11 on Debian works as the base
+# (deploy/docker/make-base.sh makes one):  docker build --build-arg BASE_IMAGE=fer-base:bookworm .
+ARG BASE_IMAGE=python:3.11-slim
 
 # --- build: install the serving dependencies into a virtual environment -------------------------
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
+# Behind a TLS-intercepting proxy: its CA certificates (deploy/docker/extra-ca/*.crt, see the
+# README there) are trusted by this stage's pip only; the runtime stage below never has them.
+COPY deploy/docker/extra-ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# Only the requirements before the code: a code-only change reuses this layer (no reinstall).
 COPY requirements-serve.txt .
 # requirements-serve.txt ends with "-e ." for local installs; the image runs fer from /app instead.
 RUN python -m venv /opt/venv \
@@ -13,7 +22,7 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 
 # --- runtime: the venv, the package, the shipped model; non-root ---------------------------------
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 # FER_WORKERS=1: one worker already keeps two cores busy (detection and inference release the
 # GIL; docs/benchmarks.md measured 2 workers at 0.99x on 2 cores); raise it by one per 2 cores.
 ENV PATH=/opt/venv/bin:$PATH \

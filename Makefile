@@ -11,13 +11,16 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# chromium: browser tests (Playwright drives Debian's build); prometheus + alertmanager: promtool, amtool.
-APT_PACKAGES ?= chromium prometheus prometheus-alertmanager
+# chromium: browser tests (Playwright drives Debian's build); prometheus + alertmanager: promtool, amtool;
+# docker.io + iptables: the engine the image and stack tests build and run on; debootstrap: the local
+# base image (no registry is reachable); docker-compose: the stack test; postgresql: Optuna's RDB storage.
+APT_PACKAGES ?= chromium prometheus prometheus-alertmanager docker.io iptables debootstrap docker-compose postgresql
 
 test: system-deps
 	$(PYTHON) -m pip install -q -r requirements-dev.txt
 	$(MAKE) lint
-	$(PYTHON) -m pytest
+	@# engine.sh starts a private Docker engine for the run (root) and stops it afterwards.
+	bash deploy/docker/engine.sh $(PYTHON) -m pytest
 
 # The same two gates for every Python file: lint rules, then formatting (run `make format` to fix).
 RUFF_PATHS = fer tests app.py benchmarks monitoring notebooks/build_notebooks.py

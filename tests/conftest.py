@@ -161,6 +161,21 @@ def require_binary(path: str, why: str) -> str:
     _missing(path, why, ".ci/run")
 
 
+def require_docker(why: str) -> str:
+    """The docker client's path once an engine answers (`deploy/docker/engine.sh` starts one for
+    `make test`); a skip locally, a failure in CI, like require_binary."""
+    import subprocess
+
+    docker = require_binary("docker", why)
+    try:
+        ok = subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        ok = False
+    if not ok:
+        _missing("a running Docker engine", why, "deploy/docker/engine.sh (run by make test)")
+    return docker
+
+
 def require_module(name: str, why: str):
     """The imported module; a skip when absent locally, a failure in CI, like require_binary.
 
