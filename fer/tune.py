@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +197,9 @@ def make_objective(cfg: TuneConfig, data, trackers: str = "none"):
             tracker=_Tagged(tracker, tracker_tags),
         )
         trial.set_user_attr("run_dir", str(run_dir))
+        # Which worker ran it: with a shared RDB storage, trials come from several processes/machines.
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         if pruned["flag"]:
             raise optuna.TrialPruned()
         return result.metrics["val_acc"]
