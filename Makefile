@@ -13,7 +13,8 @@ system-deps:
 
 # chromium: browser tests (Playwright drives Debian's build); prometheus + alertmanager: promtool, amtool;
 # docker.io + iptables: the engine the image and stack tests build and run on; debootstrap: the local
-# base image (no registry is reachable); docker-compose: the stack test; postgresql: Optuna's RDB storage.
+# base image (no registry is reachable); docker-compose: the stack test; postgresql: Optuna's RDB storage. (kubectl, for the Kubernetes
+# manifests, comes with this machine image.)
 APT_PACKAGES ?= chromium prometheus prometheus-alertmanager docker.io iptables debootstrap docker-compose postgresql
 
 test: system-deps
