@@ -220,9 +220,13 @@ class Settings(BaseSettings):
     neptune_api_token: str | None = Field(None, validation_alias="NEPTUNE_API_TOKEN")
     neptune_mode: str | None = Field(None, validation_alias="NEPTUNE_MODE")
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", mode="before")
     @classmethod
     def _strong_token(cls, v: str | None) -> str | None:
+        # Empty means unset: docker-compose.yml passes FER_ADMIN_TOKEN=${FER_ADMIN_TOKEN:-}, and
+        # an empty value in .env is how a user leaves the admin endpoints off.
+        if v is not None and not str(v).strip():
+            return None
         if v is not None and (len(v) < 16 or v.lower() in {"changeme", "admin", "password", "secret"}):
             raise ValueError("FER_ADMIN_TOKEN must be at least 16 characters and not a default word")
         return v

@@ -113,3 +113,11 @@ def test_weak_admin_tokens_are_refused(token):
 
     with pytest.raises(ValidationError, match="FER_ADMIN_TOKEN"):
         Settings(admin_token=token)
+
+
+def test_an_empty_admin_token_means_admin_is_off(monkeypatch):
+    # docker-compose.yml passes FER_ADMIN_TOKEN=${FER_ADMIN_TOKEN:-}: empty must start the app.
+    from fer.config import Settings
+
+    monkeypatch.setenv("FER_ADMIN_TOKEN", "")
+    assert Settings().admin_token is None

@@ -11,61 +11,15 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EXAMPLES, REPO, require_binary, require_docker
+from conftest import EXAMPLES, require_docker
+from docker_helpers import HOST_CAS, TAG, base_image, build, clean_checkout, docker
 
 pytestmark = pytest.mark.timeout(900)
 
-TAG = "emotion-api:test"
 SIZE_BUDGET_MB = 1000  # measured 812 MB on the local base; docs/benchmarks.md
-HOST_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
-
-
-def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        pytest.fail(f"docker {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
-
-
-def base_image() -> str:
-    if docker("image", "inspect", "python:3.11-slim", check=False).returncode == 0:
-        return "python:3.11-slim"
-    require_binary("debootstrap", "making the local base image (Debian package debootstrap)")
-    docker_make = subprocess.run(
-        [str(REPO / "deploy/docker/make-base.sh")], capture_output=True, text=True, timeout=900
-    )
-    if docker_make.returncode != 0:
-        pytest.fail(f"make-base.sh failed:\n{docker_make.stdout}\n{docker_make.stderr}")
-    return "fer-base:bookworm"
-
-
-def clean_checkout(dest: Path) -> Path:
-    """The files a fresh clone would have (tracked, plus new files git does not ignore)."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    for ca in HOST_CAS:  # this machine's TLS-intercepting proxy, for the build stage's pip only
-        shutil.copy(ca, dest / "deploy/docker/extra-ca" / ca.name)
-    return dest
-
-
-def build(context: Path, base: str) -> tuple[str, float]:
-    t0 = time.time()
-    r = docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", TAG, str(context), timeout=1200)
-    return r.stdout, time.time() - t0
 
 
 @pytest.fixture(scope="module")
