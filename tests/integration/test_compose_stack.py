@@ -104,8 +104,8 @@ def stack(tmp_path_factory):
         **os.environ,
         "FER_CI_MONITORING": str(monitoring_configs(tmp_path_factory.mktemp("monitoring"))),
         "FER_CI_APP_IMAGE": app,
-        "GRAFANA_ADMIN_PASSWORD": "unused-grafana-is-not-started",
-        "SMTP_PASSWORD": "unused-the-catcher-needs-none",
+        "GRAFANA_ADMIN_PASSWORD": "test-only-grafana-is-not-started",
+        "SMTP_PASSWORD": "test-only-the-catcher-needs-none",
         "FER_RELOAD_INTERVAL": "0",
     }
     s = Stack(compose, env)
