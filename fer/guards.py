@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 class BodyTooLarge(StarletteHTTPException):
     def __init__(self, limit: int):
         super().__init__(413, f"the request body exceeds the limit of {limit:,} bytes")
+        self.limit = limit
 
 
 class BodyTimeout(StarletteHTTPException):
@@ -35,29 +36,34 @@ class UploadGuard:
     `max_body_size` answers plain text, overriding the app's error response.)
     """
 
-    def __init__(self, app, max_bytes: int, timeout: float, skip_prefix: str = "/ui"):
+    def __init__(
+        self, app, max_bytes: int, timeout: float, skip_prefix: str = "/ui", per_path: dict[str, int] | None = None
+    ):
+        """`per_path`: other limits for some paths (e.g. a batch upload of several files)."""
         self.app, self.max_bytes, self.timeout, self.skip_prefix = app, max_bytes, timeout, skip_prefix
+        self.per_path = per_path or {}
 
     async def __call__(self, scope, receive, send):
         # The Gradio UI enforces its own upload limit (max_file_size) in its own error format.
         if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
             return await self.app(scope, receive, send)
         received, body_done = 0, False
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
 
         async def guarded_receive():
             nonlocal received, body_done
             if body_done:  # after the body only a disconnect can come, whenever it comes: no timer
                 return await receive()
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
+            if declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge(limit)
             try:
                 message = await asyncio.wait_for(receive(), self.timeout)
             except TimeoutError:
                 raise BodyTimeout(self.timeout) from None
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
+            if received > limit:
+                raise BodyTooLarge(limit)
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from fer.cli import infer
 from fer.cli.common import DataOpt, RegistryOpt, fail, load_settings, open_registry_for
 from fer.cli.common import settings as run_settings
 from fer.cli.registry import registry_app
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(registry_app, name="registry")
+app.command("predict")(infer.predict)
 
 
 @app.callback()

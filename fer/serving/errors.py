@@ -26,7 +26,7 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
+def install_error_handlers(app: FastAPI, max_upload_bytes: int, user_limits: dict[str, int] | None = None) -> None:
     """Map validation errors, Starlette's HTTP errors, `ApiError` and anything unexpected."""
 
     @app.exception_handler(ApiError)
@@ -36,6 +36,13 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         missing = [e for e in exc.errors() if e.get("type") == "missing" and "file" in e.get("loc", ())]
+        if any(e.get("type") == "missing" and "files" in e.get("loc", ()) for e in exc.errors()):
+            return error_response(
+                400,
+                "missing_files",
+                "send the images as multipart/form-data in the repeated field 'files' "
+                "(e.g. curl -F files=@a.jpg -F files=@b.jpg http://host/predict/batch)",
+            )
         if missing:
             return error_response(
                 400,
@@ -51,7 +58,7 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
             return error_response(
                 413,
                 "upload_too_large",
-                f"upload exceeds the limit of {max_upload_bytes:,} bytes",
+                f"upload exceeds the limit of {(user_limits or {}).get(request.url.path, max_upload_bytes):,} bytes",
                 {"connection": "close"},
             )  # close: the rest of the body is never read
         if isinstance(exc, BodyTimeout):

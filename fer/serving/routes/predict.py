@@ -28,21 +28,33 @@ async def predict(
 ) -> PredictionOut:
     """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
     confidence, plus every face with its box. No face: 422 `no_face`."""
+    prediction, log_fields = await predict_upload(file, svc, settings, metrics)
+    request.state.log |= log_fields
+    if isinstance(prediction, ApiError):
+        raise prediction
+    return prediction
+
+
+async def predict_upload(file: UploadFile, svc, settings, metrics) -> tuple[PredictionOut | ApiError, dict]:
+    """One uploaded image to its prediction, or to the ApiError it is refused with.
+
+    Shared by `/predict` (which raises the error) and `/predict/batch` (which reports it for
+    that file and goes on). Also returns the fields for the request's access-log line.
+    """
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes")
+        return ApiError(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes"), {}
     try:
         rgb = await run_in_threadpool(decode_image, data, settings.max_pixels)
     except ImageError as e:
-        request.state.log["error"] = e.code
-        raise ApiError(e.status, e.code, str(e)) from None
+        return ApiError(e.status, e.code, str(e)), {"error": e.code}
     analysis = await run_in_threadpool(svc.analyze, rgb)
     metrics.record_analysis(analysis, "api")
-    request.state.log |= {
+    fields = {
         "faces": len(analysis.faces),
         "emotions": [f.emotion for f in analysis.faces],
         "model_version": svc.predictor.version,
     }
     if not analysis.faces:
-        raise ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo")
-    return PredictionOut.from_analysis(analysis, svc)
+        return ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo"), fields
+    return PredictionOut.from_analysis(analysis, svc), fields
