@@ -81,13 +81,15 @@ def _fit(
     return None
 
 
-def annotate(rgb: np.ndarray, faces, selected: int | None = None) -> np.ndarray:
+def annotate(rgb: np.ndarray, faces, selected: int | None = None, numbers: Sequence[int] | None = None) -> np.ndarray:
     """Draw every face's box and `n: emotion confidence` label; `selected` (0-based) stands out.
 
     Args:
         rgb: (H, W, 3) uint8 image.
         faces: objects with `box` (x, y, w, h), `emotion` and `confidence` (`FaceResult`).
         selected: the face to highlight (thick box, others dimmed), or None.
+        numbers: what to call each face in its label (a video's track ids, shown as `#id`);
+            1, 2, ... by default.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -98,7 +100,8 @@ def annotate(rgb: np.ndarray, faces, selected: int | None = None) -> np.ndarray:
     stroke = max(2, side // 250)
     font = ImageFont.load_default(size=max(12, side // 45))
     pad = max(2, font.size // 5)
-    texts = [f"{i}: {f.emotion} {f.confidence:.0%}" for i, f in enumerate(faces, start=1)]
+    names = [f"#{n}" for n in numbers] if numbers is not None else [str(i) for i in range(1, len(faces) + 1)]
+    texts = [f"{n}: {f.emotion} {f.confidence:.0%}" for n, f in zip(names, faces, strict=True)]
     sizes = []
     for t in texts:
         left, top, right, bottom = draw.textbbox((0, 0), t, font=font)

@@ -197,6 +197,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1)
     batch_max_files: int = Field(32, ge=1)  # files in one POST /predict/batch
     batch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # all files of one POST /predict/batch
+    video_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # one POST /predict/video upload
+    video_max_seconds: float = Field(60.0, gt=0)  # longer videos get 413 video_too_long
     detector_threshold: float = Field(0.7, gt=0, lt=1)
     max_faces: int = Field(64, ge=1)
     model_threads: int = Field(1, ge=0)

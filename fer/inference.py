@@ -178,16 +178,17 @@ class EmotionService:
         if self.batcher is not None:
             self.batcher.close()
 
-    def analyze(self, rgb: np.ndarray) -> Analysis:
+    def analyze(self, rgb: np.ndarray, try_rotations: bool = True) -> Analysis:
         """Every face's emotion. A photo with no face found as it is is tried turned 90, 270 and 180
         degrees clockwise (sideways phone photos without an EXIF orientation tag); `rotation` says
-        which turn was used."""
+        which turn was used. Video frames skip that (`try_rotations=False`): a frame without a
+        face is common there, and a video does not turn between frames."""
         import time
 
         t0 = time.perf_counter()
         faces, is_crop = self.detector.faces_or_crop(rgb)
         rotation = 0
-        if not faces:
+        if not faces and try_rotations:
             # YuNet finds some turned faces but not all; the turn whose faces score best is the
             # upright one (a face upside down can still be found, with a lower score).
             tries = [(rotate(rgb, d), d) for d in ROTATIONS]

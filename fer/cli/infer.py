@@ -1,4 +1,4 @@
-"""`fer predict`: emotions of every face in files, folders and globs, as JSONL or CSV rows."""
+"""`fer predict` (files, folders, globs -> JSONL/CSV rows) and `fer video` (tracked, smoothed faces)."""
 
 from __future__ import annotations
 
@@ -83,12 +83,13 @@ def predict(
     )
 
 
-def _progress(it, total: int):
+def _progress(it, total: int | None, unit: str = " images"):
+    """A tqdm bar on stderr (over `it`, or to update by hand when `it` is None), when installed."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # the serving install has no tqdm: no bar
         return it
-    return tqdm(it, total=total, unit=" images", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(it, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def _write_annotated(r, folder: Path) -> None:
@@ -99,3 +100,79 @@ def _write_annotated(r, folder: Path) -> None:
 
     rgb = rotate(r.rgb, r.analysis.rotation) if r.analysis.rotation else r.rgb
     Image.fromarray(annotate(rgb, r.analysis.faces)).save(folder / f"{r.path.stem}.annotated.jpg", quality=90)
+
+
+def video(
+    path: Annotated[Path, typer.Argument(help="a video file (MP4, AVI, WebM, MOV: what OpenCV reads)")],
+    out: Annotated[Path | None, typer.Option(help="write the annotated video here (.mp4)")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="write one row per frame and face here")] = None,
+    every: Annotated[int, typer.Option(help="analyse every N-th frame")] = 1,
+    fps: Annotated[float | None, typer.Option(help="instead of --every: analyse about F frames a second")] = None,
+    smoothing: Annotated[
+        float, typer.Option(help="weight of each new frame in a track's moving average (1 = no smoothing)")
+    ] = 0.4,
+    model: Annotated[str | None, typer.Option(help="registry reference (env FER_MODEL)")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Track every face through a video and smooth its emotion over time. Prints one summary per
+    track (frames seen, dominant emotion, the time share of each emotion) as JSON."""
+    from fer.video import VideoError, process_video
+
+    if every < 1 or (fps is not None and fps <= 0) or not 0 < smoothing <= 1:
+        fail("--every must be >= 1, --fps > 0 and --smoothing in (0, 1]")
+    if not path.is_file():
+        fail(f"no such file: {path}")
+    service, _ = _service(model, registry, 1)
+    bar = _progress(None, None, unit=" frames")
+    try:
+        result = process_video(
+            service,
+            path,
+            every=every,
+            fps=fps,
+            alpha=smoothing,
+            out_video=out,
+            on_frame=(lambda n: bar.update(1)) if bar is not None else None,
+        )
+    except VideoError as e:
+        fail(str(e))
+    finally:
+        if bar is not None:
+            bar.close()
+        service.close()
+    if csv_path is not None:
+        labels = service.predictor.labels
+        with open(csv_path, "w", newline="") as f:
+            fields = [
+                "frame",
+                "time_s",
+                "track",
+                "x",
+                "y",
+                "w",
+                "h",
+                "emotion",
+                "confidence",
+                "smoothed_emotion",
+                "smoothed_confidence",
+                *(f"p_{lab}" for lab in labels),
+            ]
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            for row in result.frames:
+                probs = row["probabilities"]
+                w.writerow(
+                    {k: v for k, v in row.items() if k != "probabilities"} | {f"p_{lab}": probs[lab] for lab in labels}
+                )
+    typer.echo(
+        json.dumps(
+            {
+                "file": str(path),
+                "fps": result.fps,
+                "frames_analyzed": result.frames_analyzed,
+                "duration_s": result.duration_s,
+                "tracks": result.tracks,
+            },
+            indent=2,
+        )
+    )

@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(registry_app, name="registry")
 app.command("predict")(infer.predict)
+app.command("video")(infer.video)
 
 
 @app.callback()

@@ -20,7 +20,7 @@ from fer.metrics import Metrics
 from fer.serving.errors import install_error_handlers
 from fer.serving.holder import ModelHolder
 from fer.serving.observe import install_observer
-from fer.serving.routes import admin, batch, ops, predict
+from fer.serving.routes import admin, batch, ops, predict, video
 from fer.serving.routes.docs import install_docs
 
 MULTIPART_ENVELOPE = 64 * 1024  # the multipart framing on top of the file itself
@@ -51,9 +51,13 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
     app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
     body_limit = settings.max_upload_bytes + MULTIPART_ENVELOPE
     batch_limit = settings.batch_max_bytes + MULTIPART_ENVELOPE
+    video_limit = settings.video_max_bytes + MULTIPART_ENVELOPE
     # Added before the observer below, so it runs inside it: its 408s are logged and counted.
     app.add_middleware(
-        UploadGuard, max_bytes=body_limit, timeout=settings.body_timeout, per_path={"/predict/batch": batch_limit}
+        UploadGuard,
+        max_bytes=body_limit,
+        timeout=settings.body_timeout,
+        per_path={"/predict/batch": batch_limit, "/predict/video": video_limit},
     )
     if settings.cors_origins:  # closed unless origins are configured: no CORS headers at all
         from fastapi.middleware.cors import CORSMiddleware
@@ -68,10 +72,14 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
         )
     # Starlette spools multipart files over 1 MiB to a temporary file on disk; UploadGuard bounds
     # bodies to body_limit, so keep them in memory: an upload is never written to disk.
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit, batch_limit)
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit, batch_limit, video_limit)
     install_observer(app, settings, metrics)
-    install_error_handlers(app, settings.max_upload_bytes, {"/predict/batch": settings.batch_max_bytes})
-    for router in (predict.router, batch.router, ops.router, admin.router):
+    install_error_handlers(
+        app,
+        settings.max_upload_bytes,
+        {"/predict/batch": settings.batch_max_bytes, "/predict/video": settings.video_max_bytes},
+    )
+    for router in (predict.router, batch.router, video.router, ops.router, admin.router):
         app.include_router(router)
     install_docs(app)
     if settings.ui:
