@@ -1,4 +1,4 @@
-"""The Gradio UI: upload a photo or stream the webcam; calls the app's own `EmotionService`."""
+"""The Gradio UI: a photo, a video or the webcam; calls the app's own `EmotionService`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from fer.annotate import annotate
 from fer.inference import rotate
+from fer.video import Tracker, annotate_frame
 
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
 
@@ -17,7 +18,7 @@ def _choices(analysis) -> list[str]:
     return [f"Face {i}: {f.emotion} ({f.confidence:.0%})" for i, f in enumerate(analysis.faces, start=1)]
 
 
-def build_ui(get_service: Callable[[], object | None], metrics=None):
+def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_seconds: float = 60.0):
     """Build the Blocks. `get_service` returns the app's current service (None until loaded)."""
     import gradio as gr
 
@@ -60,11 +61,59 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
         i = int(choice.split(":")[0].split()[1]) - 1
         return annotate(img, faces, selected=i if len(faces) > 1 else None), faces[i].probabilities
 
-    def stream(frame: np.ndarray | None):
+    def stream(frame: np.ndarray | None, state):
+        """One webcam frame; `state` (tracker, frame count) carries the session's face tracks, so
+        each face keeps its id and its label is smoothed like a video's."""
         if frame is None:
-            return None, None
+            return None, None, state
+        tracker, n = state or (None, 0)
         a = analyze_and_record(frame)
-        return annotate(frame, a.faces), (a.primary.probabilities if a.primary else None)
+        labels = service().predictor.labels
+        tracker = tracker or Tracker(labels, alpha=0.4, max_missed=3)
+        probs = np.array([[f.probabilities[lab] for lab in labels] for f in a.faces], np.float32)
+        tracks = tracker.update(
+            n, [(f.box.x, f.box.y, f.box.w, f.box.h) for f in a.faces], probs.reshape(-1, len(labels))
+        )
+        if not a.faces:
+            return frame, None, (tracker, n + 1)
+        shown = annotate_frame(frame, a.faces, tracks)
+        top = dict(zip(labels, (float(v) for v in tracks[0].smoothed), strict=True))
+        return shown, top, (tracker, n + 1)
+
+    def analyze_video(path: str | None):
+        """Outputs: the annotated video (WebM), a track summary, emotions over time per face."""
+        import tempfile
+
+        import pandas as pd
+
+        from fer.video import VideoError, process_video
+
+        if not path:
+            return None, "Upload a video to start.", None
+        out = Path(tempfile.mkdtemp(prefix="fer-ui-video-")) / "tracked.webm"
+        try:
+            r = process_video(service(), Path(path), out_video=out, max_seconds=video_max_seconds)
+        except VideoError as e:
+            raise gr.Error(str(e)) from None
+        lines = [
+            f"**{len(r.tracks)} face{'s' if len(r.tracks) != 1 else ''}** tracked over {r.duration_s:.1f} s "
+            f"({r.frames_analyzed} frames)"
+        ]
+        lines += [
+            f"- #{t['id']}: mostly **{t['dominant_emotion']}** "
+            f"({t['emotion_share'][t['dominant_emotion']]:.0%} of its {t['frames_seen']} frames, "
+            f"{t['start_s']:.1f}-{t['end_s']:.1f} s)"
+            for t in r.tracks
+        ]
+        # Each face's smoothed probability of each emotion it ever showed, over time.
+        shown = {(t["id"], lab) for t in r.tracks for lab, share in t["emotion_share"].items() if share > 0}
+        rows = [
+            {"time_s": f["time_s"], "probability": f["probabilities"][lab], "series": f"#{f['track']} {lab}"}
+            for f in r.frames
+            for lab in f["probabilities"]
+            if (f["track"], lab) in shown
+        ]
+        return str(out), "\n".join(lines), pd.DataFrame(rows, columns=["time_s", "probability", "series"])
 
     def model_line():
         svc = get_service()
@@ -118,6 +167,22 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
             run.click(analyze, inputs=image, outputs=outputs, api_name="predict")
             image.upload(analyze, inputs=image, outputs=outputs, api_name=False)
             face.input(select, inputs=[face, photo_state], outputs=[annotated, bars], api_name=False)
+        with gr.Tab("Video"):
+            gr.Markdown(
+                f"Upload a short video (up to {video_max_seconds:g} s): every face is tracked, and its emotion "
+                "smoothed over time (the same as `POST /predict/video`)."
+            )
+            with gr.Row():
+                with gr.Column():
+                    vid_in = gr.Video(label="Video", sources=["upload"], elem_id="video")
+                    run_vid = gr.Button("Track faces", variant="primary", elem_id="run-video")
+                with gr.Column():
+                    vid_out = gr.Video(label="Tracked faces", interactive=False, elem_id="video-annotated")
+                    vid_summary = gr.Markdown(elem_id="video-summary")
+            vid_plot = gr.LinePlot(
+                x="time_s", y="probability", color="series", label="Emotions over time, per face", elem_id="video-plot"
+            )
+            run_vid.click(analyze_video, inputs=vid_in, outputs=[vid_out, vid_summary, vid_plot], api_name="video")
         with gr.Tab("Webcam"):
             gr.Markdown(
                 "Live predictions from your camera (the browser asks for permission; it works on localhost or https)."
@@ -127,10 +192,11 @@ def build_ui(get_service: Callable[[], object | None], metrics=None):
                 with gr.Column():
                     cam_out = gr.Image(type="numpy", label="Faces", interactive=False, elem_id="cam-annotated")
                     cam_bars = gr.Label(label="Most prominent face", num_top_classes=7, elem_id="cam-probabilities")
+            cam_state = gr.State(None)  # this session's face tracker
             cam.stream(
                 stream,
-                inputs=cam,
-                outputs=[cam_out, cam_bars],
+                inputs=[cam, cam_state],
+                outputs=[cam_out, cam_bars, cam_state],
                 stream_every=0.5,
                 time_limit=60,
                 concurrency_limit=4,

@@ -186,7 +186,8 @@ def process_video(
     Args:
         every: analyse every N-th frame; `fps` instead picks N to analyse about that many a second.
         alpha: smoothing weight of each new frame (1 = none).
-        out_video: write the analysed frames here, annotated with id and smoothed emotion (MP4).
+        out_video: write the analysed frames here, annotated with id and smoothed emotion (.mp4, or
+            .webm to play in a browser).
         max_seconds: refuse longer videos (VideoTooLong) before decoding any frame.
         on_frame: called after each analysed frame (progress bars).
 
@@ -227,7 +228,10 @@ def process_video(
             if out_video is not None:
                 if writer is None:
                     h, w = rgb.shape[:2]
-                    writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), src_fps / step, (w, h))
+                    # WebM/VP8 plays in every browser (the UI writes it); MPEG-4 Part 2 for .mp4 files:
+                    # OpenCV's wheels carry no H.264 encoder.
+                    codec = "VP80" if out_video.suffix.lower() == ".webm" else "mp4v"
+                    writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*codec), src_fps / step, (w, h))
                 writer.write(cv2.cvtColor(annotate_frame(rgb, a.faces, tracks), cv2.COLOR_RGB2BGR))
             analysed += 1
             if on_frame:

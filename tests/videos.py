@@ -29,7 +29,8 @@ def face(name: str, centred: bool = False) -> np.ndarray:
 def write(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
     import cv2
 
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
+    codec = "VP80" if path.suffix == ".webm" else "mp4v"  # WebM plays in the browser, MPEG-4 Part 2 does not
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (W, H))
     for rgb in frames:
         out.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     out.release()

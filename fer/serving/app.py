@@ -107,7 +107,7 @@ def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Set
     # Mounted at a sub-path, declared last: a mount at "/" would shadow the API routes.
     gr.mount_gradio_app(
         app,
-        build_ui(lambda: holder.service, metrics),
+        build_ui(lambda: holder.service, metrics, settings.video_max_seconds),
         path="/ui",
         root_path="/ui",
         theme=gr.themes.Soft(),

@@ -131,3 +131,25 @@ def test_an_example_shows_and_is_analysed_at_once_and_faces_can_be_picked(browse
     )
     assert failed == [] and blocked == []
     context.close()
+
+
+def test_video_tab_tracks_faces_and_plots_them(browser, live_server, tmp_path):
+    import videos
+
+    clip = videos.cut(tmp_path / "cut.webm")
+    context, page, blocked = _offline_page(browser)
+    page.goto(f"{live_server}/ui/", wait_until="domcontentloaded", timeout=60_000)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video input[type=file]").set_input_files(str(clip))
+    page.locator("#run-video").click()
+    summary = page.locator("#video-summary")
+    summary.get_by_text("2 faces").wait_for(timeout=120_000)
+    assert "#1: mostly happy" in summary.inner_text() and "#2" in summary.inner_text()
+    video = page.locator("#video-annotated video")
+    video.wait_for(timeout=30_000)
+    assert (video.get_attribute("src") or "").endswith(".webm")
+    page.locator("#video-plot").get_by_text("#1 happy").first.wait_for(state="attached", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+    assert page.get_by_text("Video not playable").count() == 0
+    assert blocked == []
+    context.close()
