@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fer.images import ImageError, decode_image
+from fer.images import ImageError, decode_photo
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class FileResult:
 
     path: Path
     analysis: Any = None
-    rgb: Any = None  # kept only when annotated images are wanted
+    rgb: Any = None  # kept only when annotated images are wanted (maybe decoded reduced)
+    drawn: Any = None  # the analysis in `rgb`'s pixels
     error: str | None = None
     detail: str | None = None
 
@@ -80,11 +81,11 @@ def analyze_file(service, path: Path, max_pixels: int, keep_image: bool = False)
     except OSError as e:
         return FileResult(path, error="unreadable", detail=f"{e.strerror or e}")
     try:
-        rgb = decode_image(data, max_pixels)
+        photo = decode_photo(data, max_pixels)
     except ImageError as e:
         return FileResult(path, error=e.code, detail=str(e))
-    analysis = service.analyze(rgb)
-    return FileResult(path, analysis, rgb if keep_image else None)
+    drawn = service.analyze(photo.rgb)  # in the decoded (maybe reduced) image, for --annotate
+    return FileResult(path, drawn.scaled(photo), photo.rgb if keep_image else None, drawn=drawn)
 
 
 @dataclass

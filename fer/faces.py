@@ -72,6 +72,9 @@ class FaceDetector:
         # OpenCV's own warnings (e.g. "Targets are not supported by the new graph engine") are plain
         # text on stderr that would break the one-JSON-object-per-line log stream.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # One OpenCV thread per call: the server (and fer predict) already run one call per core
+        # on their own threads, and OpenCV's pool on top would oversubscribe the cores.
+        cv2.setNumThreads(1)
         self._cv2 = cv2
         self.model_path = str(yunet_path())
         self.input_size = input_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +32,34 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
+REDUCED_SIDE = 1280  # large JPEGs are decoded down to about this long side for analysis
+
+
+@dataclass
+class Photo:
+    """A decoded upload: `rgb` (maybe decoded at reduced scale) and the full upright size."""
+
+    rgb: np.ndarray
+    width: int  # of the full-resolution image, after EXIF orientation
+    height: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Full-size pixels per decoded pixel, in x and y (1.0 unless decoded reduced)."""
+        return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
+
+
+def decode_photo(data: bytes, max_pixels: int = 40_000_000, min_side: int | None = REDUCED_SIDE) -> Photo:
+    """`decode_image`, but a JPEG larger than twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling, PIL's `draft`), keeping its long side at least `min_side`.
+
+    A 12 MP phone photo then decodes in ~11 ms instead of ~100 ms; detection runs on ~640 px
+    anyway, and the face crops come from a >= 1280 px image, so small faces keep their detail.
+    Boxes found on `rgb` are mapped back to full size with `scale`.
+    """
+    return _decode(data, max_pixels, min_side)
+
+
 def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
     """Decode bytes into an (H, W, 3) uint8 RGB array, EXIF orientation applied.
 
@@ -41,6 +70,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
             so decompression bombs never allocate).
         ImageError: a truncated or corrupt file of an allowed format.
     """
+    return _decode(data, max_pixels, None).rgb
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Photo:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -60,6 +93,14 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
         raise ImageTooLarge(f"image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
     if w < 1 or h < 1:
         raise ImageError("image has no pixels")
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # unreadable metadata of a broken file: the decode below says what is wrong
+        orientation = 1
+    full = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # upright, as exif_transpose makes it
+    if min_side and im.format in ("JPEG", "MPO") and max(w, h) > 2 * min_side:
+        ratio = min_side / max(w, h)
+        im.draft("RGB", (max(1, round(w * ratio)), max(1, round(h * ratio))))  # a scale >= the size asked
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -84,4 +125,4 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
         raise ImageTooLarge(f"image refused as a decompression bomb: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"the image is corrupt or truncated: {e}") from None
-    return np.ascontiguousarray(rgb)
+    return Photo(np.ascontiguousarray(rgb), *full)

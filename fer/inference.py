@@ -5,6 +5,7 @@ Needs only numpy and onnxruntime (no torch), so the serving image stays small.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,26 @@ class Analysis:
     detect_s: float
     infer_s: float
     rotation: int = 0  # degrees clockwise the photo was turned to find faces; boxes are in that image
+
+    def scaled(self, photo) -> Analysis:
+        """This analysis of a reduced decode (`fer.images.Photo`) in full-size pixels."""
+        sx, sy = photo.scale
+        w, h = photo.width, photo.height
+        if self.rotation in (90, 270):  # boxes are in the turned image: its axes are swapped
+            sx, sy, w, h = sy, sx, h, w
+        if (sx, sy) == (1.0, 1.0):
+            return self
+        faces = [
+            f.model_copy(
+                update={
+                    "box": Box(
+                        x=round(f.box.x * sx), y=round(f.box.y * sy), w=round(f.box.w * sx), h=round(f.box.h * sy)
+                    )
+                }
+            )
+            for f in self.faces
+        ]
+        return dataclasses.replace(self, faces=faces, width=w, height=h)
 
     @property
     def primary(self) -> FaceResult | None:

@@ -98,8 +98,8 @@ def _write_annotated(r, folder: Path) -> None:
     from fer.annotate import annotate
     from fer.inference import rotate
 
-    rgb = rotate(r.rgb, r.analysis.rotation) if r.analysis.rotation else r.rgb
-    Image.fromarray(annotate(rgb, r.analysis.faces)).save(folder / f"{r.path.stem}.annotated.jpg", quality=90)
+    rgb = rotate(r.rgb, r.drawn.rotation) if r.drawn.rotation else r.rgb
+    Image.fromarray(annotate(rgb, r.drawn.faces)).save(folder / f"{r.path.stem}.annotated.jpg", quality=90)
 
 
 def video(

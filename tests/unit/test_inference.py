@@ -55,3 +55,26 @@ def test_service_analysis_has_one_face_shape(shipped_service):
 def test_an_artifact_reports_its_own_name(shipped_service):
     p = Predictor(shipped_service.predictor.artifact_dir, name="x", version=7)
     assert (p.name, p.version) == ("x", "7")
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "grace_hopper.jpg", "group.jpg"])
+def test_reduced_scale_decoding_finds_the_same_faces(shipped_service, name):
+    # A 12 MP-class JPEG of each shipped photo, decoded reduced (PIL draft) and in full: the same
+    # faces, boxes within a few full-size pixels, the same emotions.
+    import io
+
+    from fer.images import decode_image, decode_photo
+
+    src = Image.open(EXAMPLES / name).convert("RGB")
+    big = src.resize((4000, round(4000 * src.height / src.width)), Image.LANCZOS)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=92)
+    data = buf.getvalue()
+    photo = decode_photo(data)
+    assert max(photo.rgb.shape[:2]) < 4000 and (photo.width, photo.height) == big.size  # really reduced
+    reduced = shipped_service.analyze(photo.rgb).scaled(photo)
+    full = shipped_service.analyze(decode_image(data))
+    assert len(reduced.faces) == len(full.faces) >= 1 and (reduced.width, reduced.height) == (full.width, full.height)
+    for r, f in zip(reduced.faces, full.faces, strict=True):
+        assert abs(r.box.x - f.box.x) <= 12 and abs(r.box.y - f.box.y) <= 12 and abs(r.box.w - f.box.w) <= 16
+        assert r.emotion == f.emotion

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, File, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from fer.images import ImageError, decode_image
+from fer.images import ImageError, decode_photo
 from fer.serving.deps import AppMetrics, AppSettings, Service
 from fer.serving.errors import ApiError
 from fer.serving.schemas import PredictionOut, errors
@@ -45,10 +45,10 @@ async def predict_upload(file: UploadFile, svc, settings, metrics) -> tuple[Pred
     if len(data) > settings.max_upload_bytes:
         return ApiError(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes"), {}
     try:
-        rgb = await run_in_threadpool(decode_image, data, settings.max_pixels)
+        photo = await run_in_threadpool(decode_photo, data, settings.max_pixels)
     except ImageError as e:
         return ApiError(e.status, e.code, str(e)), {"error": e.code}
-    analysis = await run_in_threadpool(svc.analyze, rgb)
+    analysis = (await run_in_threadpool(svc.analyze, photo.rgb)).scaled(photo)
     metrics.record_analysis(analysis, "api")
     fields = {
         "faces": len(analysis.faces),
