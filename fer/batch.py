@@ -62,12 +62,7 @@ class FileResult:
             {
                 "file": str(self.path),
                 "face": i,
-                "x": f.box.x,
-                "y": f.box.y,
-                "w": f.box.w,
-                "h": f.box.h,
-                "emotion": f.emotion,
-                "confidence": round(f.confidence, 6),
+                **f.flat(),
                 **{f"p_{k}": round(v, 6) for k, v in f.probabilities.items()},
                 "rotation": self.analysis.rotation,
             }

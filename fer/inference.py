@@ -117,6 +117,18 @@ class FaceResult(BaseModel):
     probabilities: dict[str, float]
     detection_score: float = Field(description="the face detector's confidence (1.0 for a whole-image crop)")
 
+    def flat(self) -> dict[str, int | str | float]:
+        """Box, emotion and confidence as flat columns (CSV and JSONL rows)."""
+        b = self.box
+        return {
+            "x": b.x,
+            "y": b.y,
+            "w": b.w,
+            "h": b.h,
+            "emotion": self.emotion,
+            "confidence": round(self.confidence, 6),
+        }
+
 
 ROTATIONS = (90, 270, 180)  # clockwise turns tried when a photo shows no face as it is
 
