@@ -44,8 +44,8 @@ def step_fn(model, opt, bf16: bool):
 def bench_fer(x, y, arch: str, batches: int, bs: int) -> float:
     from fer.augment import BatchAugment
     from fer.config import AugmentConfig
+    from fer.device import Batcher, use_bf16
     from fer.model import build_model
-    from fer.train import Batcher, use_bf16
 
     bf16 = use_bf16("auto", torch.device("cpu"))
     model = build_model(arch).to(memory_format=torch.channels_last).train()

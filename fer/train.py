@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +16,10 @@ from tqdm.auto import tqdm
 
 from fer.artifact import ArtifactMeta, Normalize
 from fer.augment import BatchAugment
+from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
 from fer.config import TrainConfig, save_config
 from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
+from fer.device import Batcher, autocast, seed_everything, select_device, use_bf16
 from fer.evaluate import classification_metrics
 from fer.model import build_model, clean_state_dict, code_state, save_artifact
 from fer.optim import build_optimizer, build_scheduler
@@ -37,57 +37,6 @@ class FitResult:
     artifact_dir: Path
     metrics: dict[str, Any]
     interrupted: bool = False
-
-
-def select_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast where the hardware runs it natively (AVX-512 bf16 / AMX CPUs, Ampere+ GPUs)."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-class Batcher:
-    """Turns uint8 arrays into normalised float batches on the device, augmenting when asked."""
-
-    def __init__(
-        self, mean: float, std: float, device: torch.device, channels_last: bool, augment: BatchAugment | None = None
-    ):
-        self.mean, self.std, self.device = mean, std, device
-        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.augment = augment
-
-    def __call__(self, x_u8: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(x_u8).to(self.device, non_blocking=True).unsqueeze(1).float().div_(255)
-        if self.augment is not None:
-            x = self.augment(x)
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.fmt)
-
-
-def _autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def train_one_epoch(
@@ -115,7 +64,7 @@ def train_one_epoch(
     for idx in bar:
         x = batcher(split.x[idx])
         y = torch.from_numpy(split.y[idx]).to(batcher.device)
-        with _autocast(batcher.device, bf16):
+        with autocast(batcher.device, bf16):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -140,7 +89,7 @@ def predict_probs(
     out = []
     for idx in iterate_batches(len(x_u8), batch_size, shuffle=False):
         x = batcher(x_u8[idx])
-        with _autocast(batcher.device, bf16):
+        with autocast(batcher.device, bf16):
             p = model(x).float().softmax(1)
             if tta_flip:
                 p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
@@ -160,11 +109,6 @@ def evaluate_epoch(
         {f"{prefix}_loss": loss, f"{prefix}_acc": m["accuracy"], f"{prefix}_f1": m["macro_f1"]},
         m["confusion_matrix"],
     )
-
-
-def _save_last(run_dir: Path, state: dict[str, Any]) -> None:
-    torch.save(state, run_dir / "last.pt.tmp")
-    (run_dir / "last.pt.tmp").replace(run_dir / "last.pt")  # atomic: a kill never leaves half a file
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -209,14 +153,9 @@ def fit(
     tracker = tracker or NullTracker()
     ckpt = None
     if resume is not None:
-        resume = Path(resume)
-        ckpt_path = resume / "last.pt" if resume.is_dir() else resume
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt, run_dir = load_checkpoint(resume)
         # The schedule (OneCycle's total steps) is fixed at the start: a resumed run keeps its config.
         cfg = TrainConfig.model_validate(ckpt["config"])
-        run_dir = ckpt_path.parent
         log.info("resuming %s from epoch %d of %d", run_dir, ckpt["epoch"] + 2, cfg.epochs)
     data, train, val = _prepare(cfg, data, data_path)
     gen = seed_everything(cfg.seed)
@@ -248,8 +187,7 @@ def fit(
         if scheduler is not None and ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])
         history, best_acc, best_epoch = ckpt["history"], ckpt["best_acc"], ckpt["best_epoch"]
-        if (run_dir / "best.pt").is_file():
-            best_state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        best_state = load_best(run_dir) or best_state
         start_epoch = ckpt["epoch"] + 1
         rng.bit_generator.state = ckpt["np_rng"]
         gen.set_state(ckpt["torch_rng"])
@@ -316,26 +254,15 @@ def fit(
                 best_acc, best_epoch = metrics["val_acc"], epoch
                 best_state = {k: v.detach().clone() for k, v in clean_state_dict(model.state_dict()).items()}
                 if checkpoints:
-                    torch.save(best_state, run_dir / "best.pt")
+                    save_best(run_dir, best_state)
                 tracker.log_confusion_matrix(cm, list(LABELS), step=epoch + 1)
             if checkpoints:
-                _save_last(
-                    run_dir,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "epoch": epoch,
-                        "history": history,
-                        "best_acc": best_acc,
-                        "best_epoch": best_epoch,
-                        "mean": mean,
-                        "std": std,
-                        "config": cfg.model_dump(mode="json"),
-                        "np_rng": rng.bit_generator.state,
-                        "torch_rng": gen.get_state(),
-                    },
-                )
+                save_last(run_dir, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
+                    "history": history, "best_acc": best_acc, "best_epoch": best_epoch, "mean": mean, "std": std,
+                    "config": cfg.model_dump(mode="json"), "np_rng": rng.bit_generator.state,
+                    "torch_rng": gen.get_state()})  # fmt: skip
             epoch_bar.set_postfix(
                 loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}", best=f"{best_acc:.3f}"
             )
@@ -389,10 +316,7 @@ def fit(
     )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
     if finished and not cfg.keep_checkpoints:
-        # A finished run has nothing to resume, and the artifact holds the best weights: the
-        # checkpoints (optimizer state included, ~3x the weights) would only fill the disk.
-        for name in ("last.pt", "best.pt"):
-            (run_dir / name).unlink(missing_ok=True)
+        drop_checkpoints(run_dir)
     tracker.log_artifact(artifact_dir, cfg.name, meta)
     tracker.finish(status)
     log.info("best val_acc %.4f at epoch %d; artifact in %s", best_acc, best_epoch + 1, artifact_dir)
