@@ -77,6 +77,18 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> tupl
     return float(ece), bins
 
 
+def ferplus_votes(path: Path, rows: np.ndarray) -> np.ndarray:
+    """FER+ annotators' votes (N, 7) in FER-2013 class order, for the given CSV row positions."""
+    import csv
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        idx = [header.index(c) for c in FERPLUS_COLUMNS]
+        votes = [[int(row[i] or 0) for i in idx] for row in reader]
+    return np.asarray(votes)[rows]
+
+
 def ferplus_majority(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FER+ majority-vote labels (in FER-2013 order) for the given CSV row positions.
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fer.cli.common import RegistryOpt, fail, settings
+from fer.cli.common import RegistryOpt, fail, open_registry_for, settings
 
 ROW_FIELDS = ["file", "face", "x", "y", "w", "h", "emotion", "confidence", "rotation"]
 
@@ -176,3 +176,71 @@ def video(
             indent=2,
         )
     )
+
+
+def model_test_report(artifact: Path, data: str, ferplus: Path | None) -> dict:
+    """Run the behavioural model tests of an artifact on PublicTest (FER-2013 from `data`)."""
+    from fer.data import DataError, load_dataset
+    from fer.inference import Predictor
+    from fer.modeltests import run_model_tests
+
+    try:
+        ds = load_dataset(data, cache_dir=settings().cache)
+    except DataError as e:
+        fail(str(e))
+    return run_model_tests(Predictor(artifact, threads=0), ds["val"], ferplus)
+
+
+def test_model(
+    model: Annotated[str, typer.Argument(help="registry reference, e.g. fer-resnet18@3")],
+    data: Annotated[str | None, typer.Option(help="FER-2013 CSV(.gz) (env FER_DATA)")] = None,
+    ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv, for the clear-faces test")] = None,
+    golden: Annotated[Path | None, typer.Option(help="golden answers to compare with (models/golden.json)")] = None,
+    write_golden: Annotated[
+        Path | None, typer.Option(help="record this model's answers on 300 fixed PublicTest crops here")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="write the report here (JSON)")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Behavioural tests of a model on PublicTest: invariance (flip rates), directional, minimum
+    functionality on clear faces, and slices (per class; brightness, contrast, sharpness). Exits 1
+    when a check fails; promotion with --data runs the same tests as its gate."""
+    from fer.registry import RegistryError
+
+    try:
+        mv = open_registry_for(registry).resolve(model)
+    except RegistryError as e:
+        fail(str(e))
+    data = data or settings().data
+    if not data:
+        fail("no data given: pass --data PATH (or set FER_DATA) to fer2013.csv[.gz]")
+    report = model_test_report(mv.path, data, ferplus) | {"model": mv.ref}
+    if golden is not None:
+        from fer.data import load_dataset
+        from fer.inference import Predictor
+        from fer.modeltests import compare_golden
+
+        ref = json.loads(golden.read_text())
+        report["golden"] = compare_golden(
+            Predictor(mv.path, threads=0), ref, load_dataset(data, cache_dir=settings().cache)["val"]
+        )
+    if write_golden is not None:
+        from fer.data import load_dataset
+        from fer.inference import Predictor
+        from fer.modeltests import make_golden
+
+        ds = load_dataset(data, cache_dir=settings().cache)
+        write_golden.write_text(
+            json.dumps(make_golden(Predictor(mv.path, threads=0), ds["val"], ds.checksum, model=mv.ref))
+        )
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+    for c in report["checks"]:
+        mark = "ok  " if c["passed"] else "FAIL"
+        typer.echo(f"{mark} {c['name']:34s} {c['value']:.4f} {c['direction']} {c['threshold']}")
+    if "golden" in report:
+        g = report["golden"]
+        typer.echo(f"golden set: {g['changed']} of {g['n']} answers differ from {g['reference']}")
+    typer.echo(f"{mv.ref}: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
+    if not report["passed"]:
+        raise typer.Exit(1)

@@ -30,6 +30,7 @@ app = typer.Typer(
 app.add_typer(registry_app, name="registry")
 app.command("predict")(infer.predict)
 app.command("video")(infer.video)
+app.command("test-model")(infer.test_model)
 
 
 @app.callback()

@@ -77,16 +77,30 @@ def registry_promote(
     ref: Annotated[str, typer.Argument(help="name@version")],
     alias: Annotated[str, typer.Option(help="alias to move")] = "production",
     force: Annotated[bool, typer.Option(help="skip the gate that refuses a worse model")] = False,
+    data: Annotated[
+        str | None, typer.Option("--data", help="FER-2013: also run the behavioural model tests as part of the gate")
+    ] = None,
+    ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv, for the clear-faces test")] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Point an alias (default production) at a version."""
+    """Point an alias (default production) at a version.
+
+    The gate refuses a candidate whose validation accuracy is below the current holder's and,
+    with --data, one that fails its behavioural model tests (see fer test-model)."""
     from fer.registry import RegistryError, parse_ref
 
     try:
         name, version = parse_ref(ref)
         if not isinstance(version, int):
             fail("promote takes name@VERSION, e.g. fer-resnet18@3")
-        mv = open_registry_for(registry).promote(name, version, alias, force=force)
+        reg = open_registry_for(registry)
+        report = None
+        if data and not force:
+            from fer.cli.infer import model_test_report
+
+            report = model_test_report(reg.resolve(ref).path, data, ferplus)
+            typer.echo(f"model tests: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
+        mv = reg.promote(name, version, alias, force=force, model_tests=report)
     except RegistryError as e:
         fail(str(e))
     typer.echo(f"{mv.ref} is now {alias}")

@@ -64,7 +64,14 @@ class ModelRegistry(Protocol):
     def list(self, name: str | None = None) -> list[ModelVersion]: ...
     def get(self, name: str, version: int) -> ModelVersion: ...
     def resolve(self, ref: str, verify: bool = True) -> ModelVersion: ...
-    def promote(self, name: str, version: int, alias: str = "production", force: bool = False) -> ModelVersion: ...
+    def promote(
+        self,
+        name: str,
+        version: int,
+        alias: str = "production",
+        force: bool = False,
+        model_tests: dict[str, Any] | None = None,
+    ) -> ModelVersion: ...
     def rollback(self, name: str, alias: str = "production") -> ModelVersion: ...
 
 
@@ -137,6 +144,20 @@ def gate(
         raise PromotionRefused(
             f"refusing to promote {name}@{version} to {alias!r}: its {GATE_METRIC} {shown} is below "
             f"{name}@{current_version}'s {current_metric:.4f} (use --force to promote anyway)"
+        )
+
+
+def gate_model_tests(name: str, version: int, alias: str, report: dict[str, Any] | None) -> None:
+    """The gate's second half: a candidate whose behavioural model tests failed is refused.
+
+    Raises:
+        PromotionRefused: naming every failed check.
+    """
+    if report is not None and not report.get("passed", False):
+        failed = ", ".join(report.get("failed", [])) or "unknown"
+        raise PromotionRefused(
+            f"refusing to promote {name}@{version} to {alias!r}: its model tests failed "
+            f"({failed}; fer test-model shows the report; use --force to promote anyway)"
         )
 
 

@@ -31,6 +31,7 @@ from fer.registry.base import (
     check_alias,
     check_name,
     gate,
+    gate_model_tests,
     parse_ref,
 )
 
@@ -203,10 +204,18 @@ class ClearMLRegistry:
         return self.get(name, version)
 
     def promote(
-        self, name: str, version: int, alias: str = "production", force: bool = False, _rollback: bool = False
+        self,
+        name: str,
+        version: int,
+        alias: str = "production",
+        force: bool = False,
+        _rollback: bool = False,
+        model_tests: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Tag and publish `version` as `alias`, untagging the previous holder (refuses a worse model)."""
         check_alias(alias)
+        if not force:
+            gate_model_tests(name, version, alias, model_tests)
         candidate = self._model(check_name(name), version)
         holders = [m for m in self._query(name, tags=[alias]) if m.id != candidate.id]
         if holders and not force:

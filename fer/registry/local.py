@@ -39,6 +39,7 @@ from fer.registry.base import (
     check_alias,
     check_name,
     gate,
+    gate_model_tests,
     parse_ref,
 )
 
@@ -239,7 +240,14 @@ class LocalRegistry:
                 stack.append(h["to"])
         return stack[-2] if len(stack) >= 2 else None
 
-    def promote(self, name: str, version: int, alias: str = "production", force: bool = False) -> ModelVersion:
+    def promote(
+        self,
+        name: str,
+        version: int,
+        alias: str = "production",
+        force: bool = False,
+        model_tests: dict[str, Any] | None = None,
+    ) -> ModelVersion:
         """Point `alias` at `version`.
 
         The gate: a candidate whose validation accuracy is below the current holder's is refused
@@ -252,6 +260,8 @@ class LocalRegistry:
             current = self.aliases(name).get(alias)
             if current == version:
                 return candidate
+            if not force:
+                gate_model_tests(name, version, alias, model_tests)
             if current is not None and not force:
                 gate(
                     name,

@@ -115,3 +115,13 @@ def test_an_artifact_that_cannot_serve_is_not_registered(reg, tmp_path):
     (bad / "meta.json").unlink()
     with pytest.raises(CorruptModel, match="meta.json is missing"):
         reg.register(NAME, bad)
+
+
+def test_a_candidate_that_failed_its_model_tests_is_refused_unless_forced(reg, tmp_path):
+    register(reg, tmp_path, 0.60, 0.70)
+    reg.promote(NAME, 1)
+    failed = {"passed": False, "failed": ["invariance/hflip", "slice/recall/fear"]}
+    with pytest.raises(PromotionRefused, match=r"model tests failed \(invariance/hflip, slice/recall/fear"):
+        reg.promote(NAME, 2, model_tests=failed)
+    assert reg.resolve(f"{NAME}@production").version == 1
+    assert reg.promote(NAME, 2, model_tests={"passed": True, "failed": []}).version == 2
