@@ -76,7 +76,8 @@ def registry_register(
 def registry_promote(
     ref: Annotated[str, typer.Argument(help="name@version")],
     alias: Annotated[str, typer.Option(help="alias to move")] = "production",
-    force: Annotated[bool, typer.Option(help="skip the gate that refuses a worse model")] = False,
+    force: Annotated[bool, typer.Option(help="skip the gate that refuses a worse model (needs --reason)")] = False,
+    reason: Annotated[str | None, typer.Option(help="why the gate is overridden; kept in the history")] = None,
     data: Annotated[
         str | None, typer.Option("--data", help="FER-2013: also run the behavioural model tests as part of the gate")
     ] = None,
@@ -93,6 +94,8 @@ def registry_promote(
         name, version = parse_ref(ref)
         if not isinstance(version, int):
             fail("promote takes name@VERSION, e.g. fer-resnet18@3")
+        if force and not reason:
+            fail('--force needs --reason "why the gate is overridden" (it is recorded with your user name)')
         reg = open_registry_for(registry)
         report = None
         if data and not force:
@@ -100,7 +103,7 @@ def registry_promote(
 
             report = model_test_report(reg.resolve(ref).path, data, ferplus)
             typer.echo(f"model tests: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
-        mv = reg.promote(name, version, alias, force=force, model_tests=report)
+        mv = reg.promote(name, version, alias, force=force, model_tests=report, reason=reason)
     except RegistryError as e:
         fail(str(e))
     typer.echo(f"{mv.ref} is now {alias}")

@@ -8,6 +8,8 @@ the ONNX file once into a local cache, verified by checksum.
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
 import os
 import re
@@ -211,6 +213,7 @@ class ClearMLRegistry:
         force: bool = False,
         _rollback: bool = False,
         model_tests: dict[str, Any] | None = None,
+        reason: str | None = None,
     ) -> ModelVersion:
         """Tag and publish `version` as `alias`, untagging the previous holder (refuses a worse model)."""
         check_alias(alias)
@@ -228,6 +231,9 @@ class ClearMLRegistry:
                 self._version_of(current),
                 as_metric(current.get_metadata(GATE_METRIC)),
             )
+        if force and not _rollback:  # who overrode the gate, and why, stays on the model
+            note = json.dumps({"forced_by": getpass.getuser(), "reason": reason, "alias": alias})
+            candidate.set_metadata(f"forced_{alias}", note, v_type="str")
         if not candidate.published:
             candidate.publish()
         candidate.tags = sorted({*candidate.tags, alias})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import getpass
 import json
 import logging
 import os
@@ -207,7 +208,7 @@ class LocalRegistry:
         log.info("registered %s@%d from %s", name, version, artifact_dir)
         return self.get(name, version)
 
-    def _set_alias(self, name: str, alias: str, version: int | None, action: str) -> None:
+    def _set_alias(self, name: str, alias: str, version: int | None, action: str, **note: Any) -> None:
         aliases = self.aliases(name)
         old = aliases.get(alias)
         if version is None:
@@ -217,8 +218,13 @@ class LocalRegistry:
         _atomic_write(self.root / name / "aliases.json", json.dumps(aliases, indent=2))
         with open(self.root / name / "history.jsonl", "a") as f:
             f.write(
-                json.dumps({"time": time.time(), "alias": alias, "from": old, "to": version, "action": action}) + "\n"
+                json.dumps({"time": time.time(), "alias": alias, "from": old, "to": version, "action": action, **note})
+                + "\n"
             )
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every alias move of `name`: time, alias, from, to, action, and who forced it and why."""
+        return self._history(check_name(name))
 
     def _history(self, name: str) -> list[dict[str, Any]]:
         p = self.root / name / "history.jsonl"
@@ -247,11 +253,13 @@ class LocalRegistry:
         alias: str = "production",
         force: bool = False,
         model_tests: dict[str, Any] | None = None,
+        reason: str | None = None,
     ) -> ModelVersion:
         """Point `alias` at `version`.
 
-        The gate: a candidate whose validation accuracy is below the current holder's is refused
-        unless `force`; the error says by how much.
+        The gate: a candidate whose validation accuracy is below the current holder's, or whose
+        model tests failed, is refused unless `force`; the error says why. A forced promotion is
+        recorded in the history with who forced it and `reason`.
         """
         check_alias(alias)
         with self._lock(name):
@@ -271,8 +279,9 @@ class LocalRegistry:
                     current,
                     self.get(name, current).metrics.get(GATE_METRIC),
                 )
-            self._set_alias(name, alias, version, "promote")
-        log.info("%s@%d is now %r (was %s)", name, version, alias, current)
+            note = {"forced_by": getpass.getuser(), "reason": reason} if force else {}
+            self._set_alias(name, alias, version, "promote", **note)
+        log.info("%s@%d is now %r (was %s)%s", name, version, alias, current, " (forced)" if force else "")
         return self.get(name, version)
 
     def rollback(self, name: str, alias: str = "production") -> ModelVersion:

@@ -117,3 +117,12 @@ def test_unknown_override_key_suggests_its_section(session_csv):
 def test_registry_list_names_an_unknown_model(tmp_path):
     r = runner.invoke(app, ["registry", "list", "nosuch", "--registry", str(tmp_path / "reg")])
     assert r.exit_code == 2 and "no model named 'nosuch'" in r.output and "fer-resnet18" in r.output
+
+
+def test_force_needs_a_reason(trained_artifact, tmp_path):
+    reg = str(tmp_path / "reg")
+    assert run("registry", "register", str(trained_artifact), "--name", "x", "--registry", reg).exit_code == 0
+    r = runner.invoke(app, ["registry", "promote", "x@1", "--force", "--registry", reg])
+    assert r.exit_code == 2 and "--force needs --reason" in r.output
+    r = run("registry", "promote", "x@1", "--force", "--reason", "first version", "--registry", reg)
+    assert r.exit_code == 0

@@ -187,3 +187,15 @@ def test_alias_file_write_is_atomic(reg, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert reg.resolve("m@production").version == 1  # old alias intact, file still valid JSON
     shutil.rmtree(tmp_path / "reg")
+
+
+def test_a_forced_promotion_records_who_and_why(reg, tmp_path):
+    import getpass
+
+    reg.promote("m", reg.register("m", make_artifact(tmp_path, 0.65, "good")).version)
+    worse = reg.register("m", make_artifact(tmp_path, 0.60, "worse"))
+    reg.promote("m", worse.version, force=True, reason="int8 within 0.5 points; see the card")
+    last = reg.history("m")[-1]
+    assert last["to"] == worse.version and last["forced_by"] == getpass.getuser()
+    assert last["reason"] == "int8 within 0.5 points; see the card"
+    assert "forced_by" not in reg.history("m")[0]  # an ordinary promotion says nothing of the kind

@@ -147,3 +147,10 @@ def test_an_unreachable_server_fails_fast(tmp_path, monkeypatch):
     conn = ClearMLConnection(api_host=f"http://127.0.0.1:{free_port()}", access_key="k", secret_key="s")
     with pytest.raises(RegistryError, match="does not answer"):
         ClearMLRegistry(cache_dir=tmp_path / "cache", connection=conn).list("fer-resnet18")
+
+
+def test_a_forced_promotion_is_recorded_on_the_model(server, tmp_path):
+    reg = registry_with_versions(tmp_path, (0.65, 0.60), promote=(1,))
+    reg.promote("fer-resnet18", 2, force=True, reason="a test of the record")
+    note = json.loads(server.models[1].metadata["forced_production"])
+    assert note["reason"] == "a test of the record" and note["forced_by"]
