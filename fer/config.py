@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # all files of one POST /predict/batch
     video_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # one POST /predict/video upload
     video_max_seconds: float = Field(60.0, gt=0)  # longer videos get 413 video_too_long
+    # Feedback (POST /feedback): off unless a folder is set; only face crops and labels are kept.
+    feedback_dir: str | None = None
+    feedback_window_s: float = Field(600.0, gt=0)  # how long an answer can still get feedback
+    feedback_window_max: int = Field(1000, ge=1)  # answers kept in memory for it
+    feedback_max_records: int = Field(10_000, ge=1)
+    feedback_retention_days: float = Field(30.0, gt=0)
     detector_threshold: float = Field(0.7, gt=0, lt=1)
     max_faces: int = Field(64, ge=1)
     model_threads: int = Field(1, ge=0)

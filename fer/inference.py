@@ -147,6 +147,7 @@ class Analysis:
     detect_s: float
     infer_s: float
     rotation: int = 0  # degrees clockwise the photo was turned to find faces; boxes are in that image
+    crops: np.ndarray | None = None  # (faces, H, W) uint8: what the model saw (for feedback)
 
     def scaled(self, photo) -> Analysis:
         """This analysis of a reduced decode (`fer.images.Photo`) in full-size pixels."""
@@ -246,4 +247,5 @@ class EmotionService:
                 for f, p in zip(faces, preds, strict=True)
             ]
         t2 = time.perf_counter()
-        return Analysis(results, is_crop, rgb.shape[1], rgb.shape[0], t1 - t0, t2 - t1, rotation)
+        crops = np.stack([f.crop for f in faces]) if faces else None
+        return Analysis(results, is_crop, rgb.shape[1], rgb.shape[0], t1 - t0, t2 - t1, rotation, crops)

@@ -84,6 +84,9 @@ class Metrics:
         self.model_ready = Gauge(
             "fer_model_ready", "1 when a model is loaded and serving", registry=r, multiprocess_mode="livemin"
         )
+        self.feedback = Counter(
+            "fer_feedback", "User feedback received, by whether it agreed with the model", ["agreed"], registry=r
+        )
         self.model_load_failures = Counter(
             "fer_model_load_failures", "Models that failed to load or were refused", registry=r
         )

@@ -244,3 +244,25 @@ def test_model(
     typer.echo(f"{mv.ref}: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
     if not report["passed"]:
         raise typer.Exit(1)
+
+
+def feedback_export(
+    out: Annotated[Path, typer.Option(help="output folder: train/<emotion>/ and test/<emotion>/ images")],
+    feedback_dir: Annotated[Path | None, typer.Option(help="the store (env FER_FEEDBACK_DIR)")] = None,
+    holdout: Annotated[float, typer.Option(help="share of crops kept for evaluation only")] = 0.2,
+) -> None:
+    """Turn collected feedback into an image-folder dataset (what fer train --data reads): each
+    crop once, with its latest label; the held-out part is chosen by the crop's hash, so it stays
+    held out however often you export."""
+    from fer.feedback import export
+
+    root = feedback_dir or (Path(settings().feedback_dir) if settings().feedback_dir else None)
+    if root is None or not (root / "feedback.jsonl").is_file():
+        fail(f"no feedback store at {root or '(unset)'}: pass --feedback-dir or set FER_FEEDBACK_DIR")
+    if not 0 <= holdout < 1:
+        fail("--holdout must be in [0, 1)")
+    counts = export(root, out, holdout)
+    for part, by_label in counts.items():
+        typer.echo(
+            f"{part}: {sum(by_label.values())} crops " + " ".join(f"{k}={v}" for k, v in sorted(by_label.items()))
+        )

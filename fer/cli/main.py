@@ -31,6 +31,9 @@ app.add_typer(registry_app, name="registry")
 app.command("predict")(infer.predict)
 app.command("video")(infer.video)
 app.command("test-model")(infer.test_model)
+feedback_app = typer.Typer(help="User feedback collected by the server (FER_FEEDBACK_DIR).", no_args_is_help=True)
+feedback_app.command("export")(infer.feedback_export)
+app.add_typer(feedback_app, name="feedback")
 
 
 @app.callback()

@@ -20,7 +20,7 @@ from fer.metrics import Metrics
 from fer.serving.errors import install_error_handlers
 from fer.serving.holder import ModelHolder
 from fer.serving.observe import install_observer
-from fer.serving.routes import admin, batch, ops, predict, video
+from fer.serving.routes import admin, batch, feedback, ops, predict, video
 from fer.serving.routes.docs import install_docs
 
 MULTIPART_ENVELOPE = 64 * 1024  # the multipart framing on top of the file itself
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
         redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
+    app.state.feedback, app.state.answers = _feedback(settings)
     body_limit = settings.max_upload_bytes + MULTIPART_ENVELOPE
     batch_limit = settings.batch_max_bytes + MULTIPART_ENVELOPE
     video_limit = settings.video_max_bytes + MULTIPART_ENVELOPE
@@ -79,12 +80,23 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
         settings.max_upload_bytes,
         {"/predict/batch": settings.batch_max_bytes, "/predict/video": settings.video_max_bytes},
     )
-    for router in (predict.router, batch.router, video.router, ops.router, admin.router):
+    for router in (predict.router, batch.router, video.router, feedback.router, ops.router, admin.router):
         app.include_router(router)
     install_docs(app)
     if settings.ui:
         _mount_ui(app, holder, metrics, settings)
     return app
+
+
+def _feedback(settings: Settings):
+    """The feedback store and the window of recent answers, when the deployment collects feedback."""
+    if not settings.feedback_dir:
+        return None, None
+    from fer.feedback import FeedbackStore, RecentAnswers
+
+    store = FeedbackStore(settings.feedback_dir, settings.feedback_max_records, settings.feedback_retention_days)
+    store.prune()
+    return store, RecentAnswers(settings.feedback_window_s, settings.feedback_window_max)
 
 
 def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Settings) -> None:

@@ -16,7 +16,7 @@ from fer.metrics import Metrics
 from fer.serving.errors import error_response
 
 access_log = logging.getLogger("fer.access")
-RATE_LIMITED_PATHS = {"/predict", "/predict/batch", "/predict/video"}
+RATE_LIMITED_PATHS = {"/predict", "/predict/batch", "/predict/video", "/feedback"}
 
 
 def route_label(request: Request) -> str:

@@ -31,6 +31,9 @@ class PredictionOut(BaseModel):
     )
     model: ModelRef
     timings_ms: dict[str, float]
+    prediction_id: str | None = Field(
+        None, description="refer to this answer in POST /feedback (only when the deployment collects feedback)"
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -110,10 +113,12 @@ def errors(*statuses: int) -> dict[int, dict]:
 ERROR_DESCRIPTIONS = {
     400: "empty upload, missing `file` field, corrupt image, or an invalid parameter",
     401: "missing or wrong bearer token",
-    403: "admin endpoints are disabled (no FER_ADMIN_TOKEN)",
+    403: "disabled on this deployment (admin without FER_ADMIN_TOKEN, feedback without FER_FEEDBACK_DIR)",
+    404: "no such recent answer (prediction_id unknown or too old)",
     409: "the new model was refused; the previous one keeps serving",
     413: "upload or image too large",
     415: "not an image, or an unsupported format",
     422: "no face found in the image",
     503: "no model loaded",
+    507: "the feedback store is full (export it)",
 }

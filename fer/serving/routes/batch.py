@@ -69,7 +69,7 @@ async def predict_batch(
         )
     results, faces = [], 0
     for f in files:
-        prediction, fields = await predict_upload(f, svc, settings, metrics)
+        prediction, fields = await predict_upload(f, svc, settings, metrics, request.app.state.answers)
         faces += fields.get("faces", 0)
         if isinstance(prediction, ApiError):
             results.append(

@@ -28,14 +28,16 @@ async def predict(
 ) -> PredictionOut:
     """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
     confidence, plus every face with its box. No face: 422 `no_face`."""
-    prediction, log_fields = await predict_upload(file, svc, settings, metrics)
+    prediction, log_fields = await predict_upload(file, svc, settings, metrics, request.app.state.answers)
     request.state.log |= log_fields
     if isinstance(prediction, ApiError):
         raise prediction
     return prediction
 
 
-async def predict_upload(file: UploadFile, svc, settings, metrics) -> tuple[PredictionOut | ApiError, dict]:
+async def predict_upload(
+    file: UploadFile, svc, settings, metrics, answers=None
+) -> tuple[PredictionOut | ApiError, dict]:
     """One uploaded image to its prediction, or to the ApiError it is refused with.
 
     Shared by `/predict` (which raises the error) and `/predict/batch` (which reports it for
@@ -57,4 +59,10 @@ async def predict_upload(file: UploadFile, svc, settings, metrics) -> tuple[Pred
     }
     if not analysis.faces:
         return ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo"), fields
-    return PredictionOut.from_analysis(analysis, svc), fields
+    out = PredictionOut.from_analysis(analysis, svc)
+    if answers is not None:  # feedback is on: keep what the model saw, briefly, in memory
+        out.prediction_id = answers.put(
+            analysis.crops, [f.emotion for f in analysis.faces], f"{svc.predictor.name}@{svc.predictor.version}"
+        )
+        fields["prediction_id"] = out.prediction_id
+    return out, fields
