@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # all files of one POST /predict/batch
     video_max_bytes: int = Field(50 * 1024 * 1024, ge=1)  # one POST /predict/video upload
     video_max_seconds: float = Field(60.0, gt=0)  # longer videos get 413 video_too_long
+    # Shadow rollout: a candidate (name@version) sees a share of live faces after each answer.
+    shadow_model: str | None = None
+    shadow_share: float = Field(1.0, ge=0, le=1)
     # Feedback (POST /feedback): off unless a folder is set; only face crops and labels are kept.
     feedback_dir: str | None = None
     feedback_window_s: float = Field(600.0, gt=0)  # how long an answer can still get feedback

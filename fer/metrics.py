@@ -84,6 +84,34 @@ class Metrics:
         self.model_ready = Gauge(
             "fer_model_ready", "1 when a model is loaded and serving", registry=r, multiprocess_mode="livemin"
         )
+        # Shadow rollout: a candidate's answers on the same faces, compared after each response.
+        self.shadow_predictions = Counter(
+            "fer_shadow_predictions",
+            "Faces the shadow model answered, by agreement with production",
+            ["agreed"],
+            registry=r,
+        )
+        for agreed in ("true", "false"):  # both series exist from the start: a ratio needs them
+            self.shadow_predictions.labels(agreed=agreed)
+        self.shadow_confidence = Histogram(
+            "fer_shadow_confidence",
+            "The shadow model's top-class probability per face",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_inference = Histogram(
+            "fer_shadow_inference_duration_seconds",
+            "Shadow model time per image (after the response)",
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.shadow_info = Gauge(
+            "fer_shadow_info",
+            "The shadow model (value 1)",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.feedback = Counter(
             "fer_feedback", "User feedback received, by whether it agreed with the model", ["agreed"], registry=r
         )
@@ -113,6 +141,12 @@ class Metrics:
         """At worker exit: drop this process's live gauges (counters and histograms stay summed)."""
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
+
+    def record_shadow(self, shadow: list[str], production: list[str], confidences, seconds: float) -> None:
+        self.shadow_inference.observe(seconds)
+        for s, p, c in zip(shadow, production, confidences, strict=True):
+            self.shadow_predictions.labels(agreed=str(s == p).lower()).inc()
+            self.shadow_confidence.observe(float(c))
 
     def record_analysis(self, analysis, source: str) -> None:
         self.images.labels(source=source).inc()

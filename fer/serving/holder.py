@@ -78,6 +78,7 @@ class ModelHolder:
         self.settings = settings
         self.metrics = metrics
         self.service = service
+        self.shadow: EmotionService | None = None  # a candidate answering the same faces, unseen
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
 
@@ -132,8 +133,22 @@ class ModelHolder:
                 self.metrics.model_ready.set(0)
         else:
             self.metrics.set_model(self.service.predictor.name, self.service.predictor.version)
+        if self.settings.shadow_model:
+            await self.load_shadow(self.settings.shadow_model)
         if self.settings.reload_interval > 0:
             self._poller = asyncio.create_task(self._poll())
+
+    async def load_shadow(self, ref: str) -> None:
+        """Serve `ref` in shadow; a model that cannot load is refused (counted) and none shadows."""
+        try:
+            self.shadow = await run_in_threadpool(load_service, self.settings.model_copy(update={"model": ref}))
+        except ModelRefused as e:
+            self.metrics.model_load_failures.inc()
+            log.error("shadow model refused: %s", e)
+            return
+        p = self.shadow.predictor
+        self.metrics.shadow_info.labels(name=p.name, version=p.version).set(1)
+        log.info("shadowing %s@%s (share %.0f%%)", p.name, p.version, self.settings.shadow_share * 100)
 
     async def stop(self) -> None:
         if self._poller is not None:

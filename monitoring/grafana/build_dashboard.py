@@ -226,6 +226,35 @@ def dashboard() -> dict:
             (12, 28, 12, 8),
             unit="percentunit",
         ),
+        series(
+            "Shadow model",
+            "The shadow candidate (FER_SHADOW_MODEL) on the same live faces: share of faces it answers "
+            "differently from production (alert FerShadowDisagrees above 25% for 30m) and its median confidence.",
+            [
+                target(
+                    f'sum(rate(fer_shadow_predictions_total{{agreed="false"}}[{RATE}])) '
+                    f"/ sum(rate(fer_shadow_predictions_total[{RATE}]))",
+                    "disagreement",
+                ),
+                target(quantile(0.5, "fer_shadow_confidence"), "median confidence", ref="B"),
+            ],
+            (0, 36, 12, 8),
+            unit="percentunit",
+        ),
+        series(
+            "Estimated live accuracy",
+            "Mean top-class probability: with calibrated probabilities, an estimate of accuracy that needs no "
+            "labels (alert FerEstimatedAccuracyLow below 0.55 for 1h; PrivateTest about 0.68).",
+            [
+                target(
+                    f"sum(rate(fer_prediction_confidence_sum[{RATE}])) "
+                    f"/ sum(rate(fer_prediction_confidence_count[{RATE}]))",
+                    "estimated accuracy",
+                )
+            ],
+            (12, 36, 12, 8),
+            unit="percentunit",
+        ),
     ]
     for i, p in enumerate(panels, 1):
         p["id"] = i

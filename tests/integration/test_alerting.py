@@ -176,7 +176,8 @@ def test_alerts_fire_email_and_resolve_and_every_dashboard_query_has_data(tmp_pa
     app_port, prom_port, am_port = free_port(), free_port(), free_port()
     prom, am = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
     inbox = Inbox()
-    app_env = {"FER_ADMIN_TOKEN": ADMIN_TOKEN, "FER_UI": "false"}
+    # The shipped fp32 parent shadows the int8 production model, so the shadow panel has data too.
+    app_env = {"FER_ADMIN_TOKEN": ADMIN_TOKEN, "FER_UI": "false", "FER_SHADOW_MODEL": "fer-resnet18@1"}
 
     with contextlib.ExitStack() as stack:
         smtp_port = stack.enter_context(smtp_server(inbox))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Request, UploadFile
+import random
+import time
+
+from fastapi import APIRouter, BackgroundTasks, File, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fer.images import ImageError, decode_photo
@@ -24,19 +27,38 @@ async def predict(
     svc: Service,
     settings: AppSettings,
     metrics: AppMetrics,
+    background: BackgroundTasks,
     file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP or GIF"),
 ) -> PredictionOut:
     """Upload a photo (multipart field `file`). Answers the most prominent face's emotion and
     confidence, plus every face with its box. No face: 422 `no_face`."""
-    prediction, log_fields = await predict_upload(file, svc, settings, metrics, request.app.state.answers)
+    prediction, log_fields = await predict_upload(
+        file, svc, settings, metrics, request.app.state.answers, shadow_after(request, background)
+    )
     request.state.log |= log_fields
     if isinstance(prediction, ApiError):
         raise prediction
     return prediction
 
 
+def shadow_after(request: Request, background: BackgroundTasks):
+    """A hook that hands a share of answered faces to the shadow model, after the response."""
+    holder, settings, metrics = request.app.state.holder, request.app.state.settings, request.app.state.metrics
+    shadow = holder.shadow
+    if shadow is None or random.random() >= settings.shadow_share:
+        return None
+
+    def compare(crops, production: list[str]) -> None:
+        t = time.perf_counter()
+        probs = shadow.predictor.predict_proba(crops)
+        answers = [shadow.predictor.labels[i] for i in probs.argmax(1)]
+        metrics.record_shadow(answers, production, probs.max(1), time.perf_counter() - t)
+
+    return lambda analysis: background.add_task(compare, analysis.crops, [f.emotion for f in analysis.faces])
+
+
 async def predict_upload(
-    file: UploadFile, svc, settings, metrics, answers=None
+    file: UploadFile, svc, settings, metrics, answers=None, after=None
 ) -> tuple[PredictionOut | ApiError, dict]:
     """One uploaded image to its prediction, or to the ApiError it is refused with.
 
@@ -60,6 +82,8 @@ async def predict_upload(
     if not analysis.faces:
         return ApiError(422, "no_face", "no face was found in the image; try a clearer, front-facing photo"), fields
     out = PredictionOut.from_analysis(analysis, svc)
+    if after is not None:
+        after(analysis)
     if answers is not None:  # feedback is on: keep what the model saw, briefly, in memory
         out.prediction_id = answers.put(
             analysis.crops, [f.emotion for f in analysis.faces], f"{svc.predictor.name}@{svc.predictor.version}"
