@@ -18,8 +18,9 @@ def _choices(analysis) -> list[str]:
     return [f"Face {i}: {f.emotion} ({f.confidence:.0%})" for i, f in enumerate(analysis.faces, start=1)]
 
 
-def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_seconds: float = 60.0):
-    """Build the Blocks. `get_service` returns the app's current service (None until loaded)."""
+def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_seconds: float = 60.0, feedback=None):
+    """Build the Blocks. `get_service` returns the app's current service (None until loaded);
+    `feedback` is the app's (FeedbackStore, RecentAnswers) when it collects feedback, else None."""
     import gradio as gr
 
     def service():
@@ -51,15 +52,38 @@ def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_s
             + (f" (the photo was turned {a.rotation}° to find them)" if a.rotation else "")
         )
         shown = annotate(img, a.faces, selected=0 if len(a.faces) > 1 else None)
-        return shown, a.faces[0].probabilities, gr.update(choices=choices, value=choices[0]), (img, a.faces), summary
+        pid = None
+        if feedback is not None:  # kept briefly in memory, as for POST /feedback
+            p = service().predictor
+            pid = feedback[1].put(a.crops, [f.emotion for f in a.faces], f"{p.name}@{p.version}")
+        state = (img, a.faces, pid)
+        return shown, a.faces[0].probabilities, gr.update(choices=choices, value=choices[0]), state, summary
 
     def select(choice: str | None, state):
         """Picking a face in the dropdown shows its probabilities and highlights it in the photo."""
         if not choice or not state:
             return gr.update(), None
-        img, faces = state
+        img, faces, _ = state
         i = int(choice.split(":")[0].split()[1]) - 1
         return annotate(img, faces, selected=i if len(faces) > 1 else None), faces[i].probabilities
+
+    def send_feedback(choice: str | None, label: str | None, state):
+        """Store the user's emotion for the picked face (the crop, the answer and the label only)."""
+        from fer.feedback import FeedbackError
+
+        if not state or not choice or not label:
+            return "Pick a face and its emotion first."
+        pid = state[2]
+        answer = feedback[1].get(pid)
+        if answer is None:
+            return "This answer is too old for feedback: analyse the photo again."
+        i = int(choice.split(":")[0].split()[1]) - 1
+        try:
+            record = feedback[0].add(answer, i, label, pid)
+        except FeedbackError as e:
+            return f"Not stored: {e}"
+        verdict = "confirmed" if record["agreed"] else f"corrected from {record['predicted']}"
+        return f"Thank you: face {i + 1} {verdict} to **{label}**."
 
     def stream(frame: np.ndarray | None, state):
         """One webcam frame; `state` (tracker, frame count) carries the session's face tracks, so
@@ -150,7 +174,16 @@ def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_s
                     summary = gr.Markdown(elem_id="summary")
                     face = gr.Dropdown(label="Face", choices=[], interactive=True, elem_id="face")
                     bars = gr.Label(label="Probabilities", num_top_classes=7, elem_id="probabilities")
-            photo_state = gr.State(None)  # (photo, faces) of the last analysis, for highlighting
+            with gr.Row(visible=feedback is not None):
+                # Only where the deployment collects feedback (FER_FEEDBACK_DIR).
+                correct = gr.Dropdown(
+                    choices=["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+                    label="Correct this face's emotion",
+                    elem_id="correct",
+                )
+                send = gr.Button("Send feedback", elem_id="send-feedback")
+            feedback_md = gr.Markdown(elem_id="feedback-msg")
+            photo_state = gr.State(None)  # (photo, faces, prediction_id) of the last analysis
             outputs = [annotated, bars, face, photo_state, summary]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
             if examples:
@@ -167,6 +200,8 @@ def build_ui(get_service: Callable[[], object | None], metrics=None, video_max_s
             run.click(analyze, inputs=image, outputs=outputs, api_name="predict")
             image.upload(analyze, inputs=image, outputs=outputs, api_name=False)
             face.input(select, inputs=[face, photo_state], outputs=[annotated, bars], api_name=False)
+            if feedback is not None:
+                send.click(send_feedback, inputs=[face, correct, photo_state], outputs=feedback_md, api_name=False)
         with gr.Tab("Video"):
             gr.Markdown(
                 f"Upload a short video (up to {video_max_seconds:g} s): every face is tracked, and its emotion "

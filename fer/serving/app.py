@@ -119,7 +119,12 @@ def _mount_ui(app: FastAPI, holder: ModelHolder, metrics: Metrics, settings: Set
     # Mounted at a sub-path, declared last: a mount at "/" would shadow the API routes.
     gr.mount_gradio_app(
         app,
-        build_ui(lambda: holder.service, metrics, settings.video_max_seconds),
+        build_ui(
+            lambda: holder.service,
+            metrics,
+            settings.video_max_seconds,
+            (app.state.feedback, app.state.answers) if app.state.feedback is not None else None,
+        ),
         path="/ui",
         root_path="/ui",
         theme=gr.themes.Soft(),

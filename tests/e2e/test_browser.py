@@ -153,3 +153,25 @@ def test_video_tab_tracks_faces_and_plots_them(browser, live_server, tmp_path):
     assert page.get_by_text("Video not playable").count() == 0
     assert blocked == []
     context.close()
+
+
+def test_a_face_can_be_corrected_from_the_ui(browser, tmp_path):
+    import json
+
+    from conftest import app_process
+
+    with app_process(tmp_path, FER_FEEDBACK_DIR=str(tmp_path / "feedback")) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/ui/", wait_until="domcontentloaded", timeout=60_000)
+        page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / "group.jpg"))
+        page.locator("#summary").get_by_text("3 faces").wait_for(timeout=60_000)
+        page.locator("#face input").click()
+        page.get_by_role("option").nth(1).click()
+        page.locator("#correct input").click()
+        page.get_by_role("option", name="surprise", exact=True).click()
+        page.locator("#send-feedback").click()
+        page.locator("#feedback-msg").get_by_text("Thank you: face 2").wait_for(timeout=30_000)
+        page.close()
+    (record,) = [json.loads(line) for line in (tmp_path / "feedback" / "feedback.jsonl").read_text().splitlines()]
+    assert record["face"] == 1 and record["label"] == "surprise"
+    assert (tmp_path / "feedback" / "crops" / record["crop"]).is_file()
