@@ -266,3 +266,24 @@ def feedback_export(
         typer.echo(
             f"{part}: {sum(by_label.values())} crops " + " ".join(f"{k}={v}" for k, v in sorted(by_label.items()))
         )
+
+
+def pipeline(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiments/pipeline.yaml")] = Path(
+        "experiments/pipeline.yaml"
+    ),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set promote=false")] = None,
+    data: Annotated[str | None, typer.Option(help="FER-2013 CSV(.gz) or image folder (env FER_DATA)")] = None,
+) -> None:
+    """Run the training pipeline: data, train, evaluate, model tests, register, promote through the
+    gate. Steps whose inputs did not change come from the cache. Prints the summary as JSON."""
+    from fer.config import ConfigError
+    from fer.data import DataError
+    from fer.pipeline import load_pipeline_config, run_pipeline
+
+    try:
+        cfg, base = load_pipeline_config(config, [*(set_ or []), *([f"data={data}"] if data else [])])
+        summary = run_pipeline(cfg, base, settings())
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(summary, indent=2, default=str))

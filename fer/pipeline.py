@@ -1,0 +1,194 @@
+"""The training pipeline (`fer pipeline`): data -> train -> evaluate -> model tests -> register -> promote.
+
+Each step has explicit inputs and outputs and is cached by the hash of its inputs (its own
+settings and the hashes of what it consumes), so a re-run after a change re-executes only the
+steps that change reaches. One YAML file drives it (experiments/pipeline.yaml). Promotion goes
+through the registry's gate, model tests included; a refused candidate stays registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import Field
+
+from fer.config import ConfigError, StrictModel, load_train_config
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConfig(StrictModel):
+    name: str = "fer-resnet18"  # the registered model's name
+    data: str | None = None  # FER-2013 CSV(.gz) or image folders (else --data / FER_DATA)
+    feedback: str | None = None  # an exported feedback dataset (fer feedback export) merged into Training
+    train_config: str = "baseline.yaml"  # relative to this file
+    train: list[str] = []  # --set style overrides of the train config
+    ferplus: str | None = None  # fer2013new.csv, for the clear-faces model test
+    model_tests_limit: int = Field(2000, ge=10)
+    registry: str | None = None  # writable registry folder (else FER_REGISTRY_DIR)
+    promote: bool = True  # through the gate: refused candidates stay registered, not promoted
+    output_dir: str = "runs/pipeline"
+
+
+def load_pipeline_config(path: Path | str, overrides: list[str] | None = None) -> tuple[PipelineConfig, Path]:
+    from fer.config import apply_overrides
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"pipeline config not found: {p}")
+    raw = apply_overrides(yaml.safe_load(p.read_text()) or {}, overrides or [])
+    try:
+        return PipelineConfig.model_validate(raw), p.parent
+    except Exception as e:  # pydantic's ValidationError, said as a config error
+        raise ConfigError(f"invalid pipeline config {p}: {e}") from None
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Step:
+    """A cached step: `run(inputs, out_dir) -> outputs` executes only when its key is new."""
+
+    def __init__(self, root: Path, name: str, fn: Callable[[dict, Path], dict]):
+        self.root, self.name, self.fn = root, name, fn
+
+    def __call__(self, **inputs: Any) -> dict[str, Any]:
+        key = digest({"step": self.name, **inputs})
+        out_dir = self.root / "cache" / self.name / key
+        done = out_dir / "outputs.json"
+        if done.is_file():
+            log.info("pipeline step %s: cached (%s)", self.name, key)
+            return json.loads(done.read_text()) | {"cached": True}
+        tmp = out_dir.with_name(f".{key}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        t0 = time.time()
+        outputs = self.fn(inputs, tmp) | {"seconds": round(time.time() - t0, 2)}
+        outputs = json.loads(json.dumps(outputs, default=str).replace(str(tmp), str(out_dir)))
+        (tmp / "outputs.json").write_text(json.dumps(outputs, indent=2))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)  # a step is cached only once it finished
+        log.info("pipeline step %s: ran in %.1f s (%s)", self.name, outputs["seconds"], key)
+        return outputs | {"cached": False}
+
+
+def data_step(inputs: dict, out: Path) -> dict:
+    """Load (and check) FER-2013, merge feedback crops into Training, save the arrays."""
+    from fer.data import Split, load_dataset
+
+    ds = load_dataset(inputs["data"])
+    for name in ("train", "val"):
+        if name not in ds.splits or len(ds[name]) == 0:
+            raise ConfigError(f"{inputs['data']}: the {name} split is empty")
+    train, merged = ds["train"], 0
+    if inputs.get("feedback"):
+        fb = load_dataset(inputs["feedback"], val_fraction=0.2)
+        parts = [fb[s] for s in ("train", "val") if s in fb.splits]  # feedback's own test part stays out
+        merged = sum(len(p) for p in parts)
+        # Feedback rows get numbers no FER-2013 row has, so joins by row never mistake them.
+        train = Split(
+            np.concatenate([train.x, *(p.x for p in parts)]),
+            np.concatenate([train.y, *(p.y for p in parts)]),
+            np.concatenate([train.rows, *(p.rows + 10_000_000 for p in parts)]),
+        )
+    arrays = {f"{s}_{k}": getattr(split, k) for s, split in (("train", train), ("val", ds["val"]))
+              for k in ("x", "y", "rows")}  # fmt: skip
+    if "test" in ds.splits:
+        arrays |= {f"test_{k}": getattr(ds["test"], k) for k in ("x", "y", "rows")}
+    np.savez(out / "data.npz", **arrays)
+    return {"data_npz": str(out / "data.npz"), "checksum": ds.checksum, "train_size": len(train),
+            "feedback_merged": merged, "class_counts": train.class_counts()}  # fmt: skip
+
+
+def _dataset(npz: str, checksum: str):
+    from fer.data import Dataset, Split
+
+    with np.load(npz) as z:
+        splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_rows"]) for s in ("train", "val", "test") if f"{s}_x" in z}
+    return Dataset(splits, npz, checksum, "pipeline")
+
+
+def train_step(inputs: dict, out: Path) -> dict:
+    from fer.train import fit
+
+    cfg = load_train_config(inputs["train_config"], inputs["train"])
+    r = fit(cfg, data=_dataset(inputs["data_npz"], inputs["checksum"]), run_dir=out / "run")
+    return {"artifact": str(r.artifact_dir), "metrics": r.metrics}
+
+
+def evaluate_step(inputs: dict, out: Path) -> dict:
+    from fer.evaluate import evaluate_split
+    from fer.inference import Predictor
+
+    ds, predictor = _dataset(inputs["data_npz"], inputs["checksum"]), Predictor(inputs["artifact"], threads=0)
+    m = evaluate_split(predictor, ds["val"])
+    return {"val_acc": m["accuracy"], "val_f1": m["macro_f1"], "val_ece": m["ece"]}
+
+
+def model_tests_step(inputs: dict, out: Path) -> dict:
+    from fer.inference import Predictor
+    from fer.modeltests import run_model_tests
+
+    ds = _dataset(inputs["data_npz"], inputs["checksum"])
+    ferplus = Path(inputs["ferplus"]) if inputs.get("ferplus") else None
+    report = run_model_tests(Predictor(inputs["artifact"], threads=0), ds["val"], ferplus, inputs["limit"])
+    (out / "model_tests.json").write_text(json.dumps(report, indent=2))
+    return {"passed": report["passed"], "failed": report["failed"], "report": str(out / "model_tests.json")}
+
+
+def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings) -> dict[str, Any]:
+    """Run every step (each from its cache when its inputs did not change); the summary."""
+    from fer.registry import PromotionRefused, open_registry
+
+    root = Path(cfg.output_dir)
+    data = cfg.data or settings.data
+    if not data:
+        raise ConfigError("no data: set data in the pipeline config, or pass --data / FER_DATA")
+    train_config = str((base_dir / cfg.train_config).resolve())
+    d = Step(root, "data", data_step)(data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
+                                      feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
+    t = Step(root, "train", train_step)(data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
+                                        config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
+    e = Step(root, "evaluate", evaluate_step)(data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"])
+    mt = Step(root, "model_tests", model_tests_step)(data_npz=d["data_npz"], checksum=d["checksum"],
+                                                     artifact=t["artifact"], ferplus=cfg.ferplus,
+                                                     limit=cfg.model_tests_limit)  # fmt: skip
+    reg = open_registry(cfg.registry, settings)
+    mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None) \
+        if cfg.name in getattr(reg, "names", lambda: [])() else None  # fmt: skip
+    mv = mv or reg.register(cfg.name, Path(t["artifact"]), source_run=t["artifact"], tags=["pipeline"])
+    summary = {"steps": {"data": d, "train": t, "evaluate": e, "model_tests": mt}, "registered": mv.ref}
+    if cfg.promote:
+        report = json.loads(Path(mt["report"]).read_text())
+        try:
+            reg.promote(cfg.name, mv.version, model_tests=report)
+            summary["promoted"] = True
+        except PromotionRefused as err:
+            summary |= {"promoted": False, "refused": str(err)}
+    return summary
+
+
+def _file_hash(path: str | None) -> str | None:
+    """Content hash of a file, or of a folder's files (names and bytes)."""
+    if not path:
+        return None
+    from fer.files import sha256_file
+
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
