@@ -68,3 +68,13 @@ def test_feedback_is_merged_into_training_only(session_csv, tmp_path):
     # The 16 feedback crops outside its held-out part join Training; the 4 held out stay out.
     assert summary["steps"]["data"]["feedback_merged"] == 16 and summary["steps"]["data"]["train_size"] == 156
     assert "promoted" not in summary
+
+
+def test_the_shipped_pipeline_config_validates_and_names_a_real_train_config():
+    from conftest import REPO
+
+    from fer.config import load_train_config
+    from fer.pipeline import load_pipeline_config
+
+    cfg, base = load_pipeline_config(REPO / "experiments" / "pipeline.yaml")
+    assert cfg.promote and cfg.train == [] and load_train_config(base / cfg.train_config).epochs >= 1
