@@ -62,6 +62,7 @@ def test_workers_start_reliably_on_a_busy_machine(tmp_path):
     # may be killed for missing uvicorn's supervisor ping.
     import subprocess
     import sys
+    import time
 
     burners = [
         subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 120: pass"])
@@ -70,6 +71,10 @@ def test_workers_start_reliably_on_a_busy_machine(tmp_path):
     try:
         with app_process(tmp_path, FER_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "mp")) as url:
             assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
+            # The first worker answers /ready; wait (bounded) for the second to finish starting.
+            deadline = time.time() + 180
+            while url.log_path.read_text().count("Application startup complete") < 2 and time.time() < deadline:
+                time.sleep(0.5)
             log = url.log_path.read_text()
     finally:
         for b in burners:
