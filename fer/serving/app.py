@@ -50,15 +50,15 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
     )
     app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
     app.state.feedback, app.state.answers = _feedback(settings)
+    # Upload limits as users see them: one per route that takes more than one photo's worth.
+    route_limits = {"/predict/batch": settings.batch_max_bytes, "/predict/video": settings.video_max_bytes}
     body_limit = settings.max_upload_bytes + MULTIPART_ENVELOPE
-    batch_limit = settings.batch_max_bytes + MULTIPART_ENVELOPE
-    video_limit = settings.video_max_bytes + MULTIPART_ENVELOPE
     # Added before the observer below, so it runs inside it: its 408s are logged and counted.
     app.add_middleware(
         UploadGuard,
         max_bytes=body_limit,
         timeout=settings.body_timeout,
-        per_path={"/predict/batch": batch_limit, "/predict/video": video_limit},
+        per_path={path: limit + MULTIPART_ENVELOPE for path, limit in route_limits.items()},
     )
     if settings.cors_origins:  # closed unless origins are configured: no CORS headers at all
         from fastapi.middleware.cors import CORSMiddleware
@@ -73,13 +73,11 @@ def create_app(settings: Settings | None = None, service: EmotionService | None 
         )
     # Starlette spools multipart files over 1 MiB to a temporary file on disk; UploadGuard bounds
     # bodies to body_limit, so keep them in memory: an upload is never written to disk.
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit, batch_limit, video_limit)
-    install_observer(app, settings, metrics)
-    install_error_handlers(
-        app,
-        settings.max_upload_bytes,
-        {"/predict/batch": settings.batch_max_bytes, "/predict/video": settings.video_max_bytes},
+    MultiPartParser.spool_max_size = max(
+        MultiPartParser.spool_max_size, body_limit, *(limit + MULTIPART_ENVELOPE for limit in route_limits.values())
     )
+    install_observer(app, settings, metrics)
+    install_error_handlers(app, settings.max_upload_bytes, route_limits)
     for router in (predict.router, batch.router, video.router, feedback.router, ops.router, admin.router):
         app.include_router(router)
     install_docs(app)
