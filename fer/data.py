@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fer.files import sha256_file
+from fer.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,9 @@ def parse_csv(path: Path, progress: bool = False) -> tuple[np.ndarray, np.ndarra
             raise DataError(f"{path}: header must be 'emotion,pixels[,Usage]', found {','.join(header)!r}")
         has_usage = len(header) == 3
         labels, usages, pixel_rows = [], [], []
-        bar = _progress(progress, f"parsing {path.name}")
-        for line_no, row in enumerate(bar(reader), start=2):
+        rows = progress_bar(reader, desc=f"parsing {path.name}", unit=" rows", unit_scale=True,
+                            mininterval=1.0) if progress else reader  # fmt: skip
+        for line_no, row in enumerate(rows, start=2):
             if not row:
                 continue
             if len(row) != len(header):
@@ -188,18 +190,6 @@ def parse_csv(path: Path, progress: bool = False) -> tuple[np.ndarray, np.ndarra
         raise DataError(f"{path}, line {bad + 2}: pixel values must be integers in 0..255")
     x = flat.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return x, np.asarray(labels, dtype=np.int64), np.asarray(usages, dtype=np.int8)
-
-
-def _progress(enabled: bool, desc: str):
-    """An iterable wrapper: tqdm's row counter when wanted and installed, else the iterable itself."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return lambda it: tqdm(it, desc=desc, unit=" rows", unit_scale=True, mininterval=1.0, leave=False)
-        except ImportError:  # the serving install has no tqdm
-            pass
-    return lambda it: it
 
 
 def _csv_dataset(path, checksum, x, y, usage, val_fraction, seed) -> Dataset:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from fer.cli.common import RegistryOpt, fail, open_registry_for, settings
+from fer.progress import progress_bar
 
 ROW_FIELDS = ["file", "face", "x", "y", "w", "h", "emotion", "confidence", "rotation"]
 
@@ -56,7 +57,7 @@ def predict(
     writer = None
     try:
         results = analyze_paths(service, files, threads, s.max_pixels, keep_images=annotate is not None)
-        for r in _progress(results, len(files)):
+        for r in progress_bar(results, total=len(files), unit=" images"):
             summary.add(r)
             for row in r.rows():
                 if out is not None and out.suffix.lower() == ".csv":
@@ -81,15 +82,6 @@ def predict(
         f"{sum(summary.errors.values())} without a result ({errors or 'none'})",
         err=True,
     )
-
-
-def _progress(it, total: int | None, unit: str = " images"):
-    """A tqdm bar on stderr (over `it`, or to update by hand when `it` is None), when installed."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the serving install has no tqdm: no bar
-        return it
-    return tqdm(it, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def _write_annotated(r, folder: Path) -> None:
@@ -123,7 +115,7 @@ def video(
     if not path.is_file():
         fail(f"no such file: {path}")
     service, _ = _service(model, registry, 1)
-    bar = _progress(None, None, unit=" frames")
+    bar = progress_bar(unit=" frames")
     try:
         result = process_video(
             service,
