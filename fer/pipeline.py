@@ -164,8 +164,8 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings) -> dict[str, Any
                                                      artifact=t["artifact"], ferplus=cfg.ferplus,
                                                      limit=cfg.model_tests_limit)  # fmt: skip
     reg = open_registry(cfg.registry, settings)
-    mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None) \
-        if cfg.name in getattr(reg, "names", lambda: [])() else None  # fmt: skip
+    # A re-run with the same artifact finds its version instead of registering it again.
+    mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None)
     mv = mv or reg.register(cfg.name, Path(t["artifact"]), source_run=t["artifact"], tags=["pipeline"])
     summary = {"steps": {"data": d, "train": t, "evaluate": e, "model_tests": mt}, "registered": mv.ref}
     if cfg.promote:

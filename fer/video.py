@@ -40,7 +40,7 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # a track is itself, not its field values (numpy arrays cannot be compared so)
 class Track:
     id: int
     box: tuple[float, float, float, float]

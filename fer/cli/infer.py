@@ -170,16 +170,21 @@ def video(
     )
 
 
-def model_test_report(artifact: Path, data: str, ferplus: Path | None) -> dict:
-    """Run the behavioural model tests of an artifact on PublicTest (FER-2013 from `data`)."""
+def _fer2013(data: str):
     from fer.data import DataError, load_dataset
+
+    try:
+        return load_dataset(data, cache_dir=settings().cache)
+    except DataError as e:
+        fail(str(e))
+
+
+def model_test_report(artifact: Path, data: str, ferplus: Path | None, ds=None) -> dict:
+    """Run the behavioural model tests of an artifact on PublicTest (FER-2013 from `data`, or `ds`)."""
     from fer.inference import Predictor
     from fer.modeltests import run_model_tests
 
-    try:
-        ds = load_dataset(data, cache_dir=settings().cache)
-    except DataError as e:
-        fail(str(e))
+    ds = ds or _fer2013(data)
     return run_model_tests(Predictor(artifact, threads=0), ds["val"], ferplus)
 
 
@@ -206,25 +211,16 @@ def test_model(
     data = data or settings().data
     if not data:
         fail("no data given: pass --data PATH (or set FER_DATA) to fer2013.csv[.gz]")
-    report = model_test_report(mv.path, data, ferplus) | {"model": mv.ref}
+    from fer.inference import Predictor
+    from fer.modeltests import compare_golden, make_golden
+
+    ds = _fer2013(data)  # loaded once for the tests and both golden-set uses
+    report = model_test_report(mv.path, data, ferplus, ds) | {"model": mv.ref}
+    predictor = Predictor(mv.path, threads=0)
     if golden is not None:
-        from fer.data import load_dataset
-        from fer.inference import Predictor
-        from fer.modeltests import compare_golden
-
-        ref = json.loads(golden.read_text())
-        report["golden"] = compare_golden(
-            Predictor(mv.path, threads=0), ref, load_dataset(data, cache_dir=settings().cache)["val"]
-        )
+        report["golden"] = compare_golden(predictor, json.loads(golden.read_text()), ds["val"])
     if write_golden is not None:
-        from fer.data import load_dataset
-        from fer.inference import Predictor
-        from fer.modeltests import make_golden
-
-        ds = load_dataset(data, cache_dir=settings().cache)
-        write_golden.write_text(
-            json.dumps(make_golden(Predictor(mv.path, threads=0), ds["val"], ds.checksum, model=mv.ref))
-        )
+        write_golden.write_text(json.dumps(make_golden(predictor, ds["val"], ds.checksum, model=mv.ref)))
     if out is not None:
         out.write_text(json.dumps(report, indent=2))
     for c in report["checks"]:
