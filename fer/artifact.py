@@ -6,7 +6,9 @@ and, for a training run's artifact, `weights.pt`. Every reader and writer goes t
 `read_meta` / `write_meta`, so serving, the registry, evaluation and export agree on one shape.
 
 Schema versions: 1 is the unversioned meta of the first shipped models (no `schema_version` key);
-2 adds `schema_version`. Both read; `write_meta` always writes the current one.
+2 adds `schema_version`; 3 adds the test-time `policy` (crops, flips, temperature, fused members),
+which changes what the model answers, so a fer that predates it must refuse the artifact rather
+than serve it without. All read; `write_meta` always writes the current one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,7 +26,7 @@ WEIGHTS_FILE = "weights.pt"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "card.json"  # the registry's record of a version (not part of the artifact itself)
 REQUIRED_FILES = (META_FILE, ONNX_FILE)  # what serving needs
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ArtifactError(ValueError):
@@ -39,6 +41,29 @@ class Normalize(BaseModel):
     mean: float
     std: float = Field(gt=0)
     scale: float = 1 / 255
+
+
+class Policy(BaseModel):
+    """How the model is run at test time; `fer.policy` executes it for serving and evaluation alike.
+
+    Each face crop becomes views (crop windows, and their mirror images with `flip`); the network
+    sees every view, each view's logits are divided by `temperature` before the softmax, and the
+    views' probabilities are averaged. The defaults are one plain pass over the whole crop.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop: int = Field(0, ge=0)  # network input side; 0 = the whole face crop (input_size)
+    crops: Literal["center", "five"] = "center"  # five: the centre and the four corner windows
+    flip: bool = False  # also average the horizontally mirrored views
+    temperature: float = Field(1.0, gt=0)  # fitted on PublicTest (`fer calibrate`); 1 = uncalibrated
+    # References of the networks fused into model.onnx (`fer ensemble`), which averages their
+    # probabilities inside the graph; informational, the graph already does the averaging.
+    members: list[str] = []
+
+    @property
+    def views(self) -> int:
+        return (5 if self.crops == "five" and self.crop else 1) * (2 if self.flip else 1)
 
 
 class ArtifactMeta(BaseModel):
@@ -66,6 +91,7 @@ class ArtifactMeta(BaseModel):
     version: str | None = None  # how an artifact outside a registry reports itself
     metrics_measured: dict[str, Any] | None = None  # earlier metrics, kept when re-measured
     quantization: dict[str, Any] | None = None
+    policy: Policy = Policy()
 
     @property
     def numeric_metrics(self) -> dict[str, float]:

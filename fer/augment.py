@@ -32,14 +32,21 @@ class BatchAugment:
         if not c.enabled:
             return x
         b, dev = x.shape[0], x.device
+        side = x.shape[-1]
+        crop = c.crop if 0 < c.crop < side else side
+        # A random crop is the same affine map shrunk to crop/side and shifted anywhere inside.
+        frac = crop / side
         angle = self._u(b, -c.rotation, c.rotation, dev) * (math.pi / 180)
         scale = self._u(b, 1 - c.scale, 1 + c.scale, dev)
         flip = torch.where(self._u(b, 0, 1, dev) < c.hflip, -1.0, 1.0)
         tx, ty = self._u(b, -c.translate, c.translate, dev) * 2, self._u(b, -c.translate, c.translate, dev) * 2
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        if crop < side:
+            tx = tx + self._u(b, frac - 1, 1 - frac, dev)
+            ty = ty + self._u(b, frac - 1, 1 - frac, dev)
+        cos, sin = torch.cos(angle) / scale * frac, torch.sin(angle) / scale * frac
         # affine_grid maps output coords to input coords; the flip negates the x column.
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta, [b, x.shape[1], crop, crop], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if c.contrast > 0:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -44,6 +44,9 @@ class AugmentConfig(StrictModel):
     scale: float = Field(0.1, ge=0, le=0.5)  # zoom factor in [1-s, 1+s]
     translate: float = Field(0.1, ge=0, le=0.5)  # shift, fraction of the image side
     erasing: float = Field(0.25, ge=0, le=1)  # probability of one random-erasing box
+    # Train on random crop x crop windows of the face (0 = the whole image); evaluation then uses
+    # the centre crop, and serving the artifact's test-time policy (ten-crop style averaging).
+    crop: int = Field(0, ge=0, le=48)
 
 
 class ModelConfig(StrictModel):

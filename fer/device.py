@@ -45,9 +45,16 @@ class Batcher:
     """Turns uint8 arrays into normalised float batches on the device, augmenting when asked."""
 
     def __init__(
-        self, mean: float, std: float, device: torch.device, channels_last: bool, augment: BatchAugment | None = None
+        self,
+        mean: float,
+        std: float,
+        device: torch.device,
+        channels_last: bool,
+        augment: BatchAugment | None = None,
+        center_crop: int = 0,
     ):
         self.mean, self.std, self.device = mean, std, device
+        self.center_crop = center_crop  # evaluation of a network trained on random crops
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.augment = augment
 
@@ -55,6 +62,10 @@ class Batcher:
         x = torch.from_numpy(x_u8).to(self.device, non_blocking=True).unsqueeze(1).float().div_(255)
         if self.augment is not None:
             x = self.augment(x)
+        c, side = self.center_crop, x.shape[-1]
+        if 0 < c < side:
+            o = (side - c) // 2
+            x = x[..., o : o + c, o : o + c]
         return ((x - self.mean) / self.std).contiguous(memory_format=self.fmt)
 
 

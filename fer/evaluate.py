@@ -177,11 +177,15 @@ def save_report(metrics: dict[str, Any], labels: list[str], out_dir: Path, title
     return paths
 
 
-def evaluate_split(predictor, split, tta_flip: bool = False, ferplus: Path | None = None) -> dict[str, Any]:
-    """Metrics of a `Predictor` on a data split; with `ferplus`, accuracy against the FER+ majority too."""
-    probs = predictor.predict_proba(split.x, tta_flip=tta_flip)
+def evaluate_split(predictor, split, policy=None, ferplus: Path | None = None) -> dict[str, Any]:
+    """Metrics of a `Predictor` on a data split; with `ferplus`, accuracy against the FER+ majority too.
+
+    The predictor runs its artifact's test-time policy (as serving does) unless `policy` overrides it.
+    """
+    policy = policy or predictor.policy
+    probs = predictor.predict_proba(split.x, policy=policy)
     metrics = classification_metrics(split.y, probs, predictor.labels)
-    metrics["tta_flip"] = tta_flip
+    metrics["policy"] = policy.model_dump(mode="json")
     if ferplus is not None:
         fp_label, valid = ferplus_majority(Path(ferplus), split.rows)
         pred = probs.argmax(1)

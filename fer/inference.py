@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from fer.artifact import ONNX_FILE, ArtifactMeta, read_meta
+from fer.artifact import ONNX_FILE, ArtifactMeta, Policy, read_meta
+from fer.policy import combine, view_logits
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class Prediction:
 
 
 class Predictor:
-    """Runs an artifact folder's `model.onnx` with the normalisation recorded in its `meta.json`.
+    """Runs an artifact folder's `model.onnx` with the normalisation and test-time policy of its `meta.json`.
 
     Args:
         artifact_dir: folder holding `model.onnx` and `meta.json`.
@@ -43,6 +44,7 @@ class Predictor:
         self.meta: ArtifactMeta = read_meta(self.artifact_dir)
         self.labels: list[str] = list(self.meta.labels)
         self.input_size: int = self.meta.input_size
+        self.policy: Policy = self.meta.policy
         norm = self.meta.normalize
         self._scale = norm.scale / norm.std
         self._shift = norm.mean / norm.std
@@ -58,26 +60,33 @@ class Predictor:
         self._input = self.session.get_inputs()[0].name
 
     def preprocess(self, faces: np.ndarray) -> np.ndarray:
-        """(N, H, W) uint8 grayscale crops at the model's input size -> (N, 1, H, W) float32."""
+        """(N, s, s) uint8 grayscale views (any side the network takes) -> (N, 1, s, s) float32."""
+        return (faces.astype(np.float32) * self._scale - self._shift)[:, None]
+
+    def logits(self, faces: np.ndarray) -> np.ndarray:
+        """The network's raw output for already-made views (no policy)."""
+        return self.session.run(None, {self._input: self.preprocess(faces)})[0]
+
+    def _check(self, faces: np.ndarray) -> np.ndarray:
         if faces.ndim == 2:
             faces = faces[None]
         if faces.shape[1:] != (self.input_size, self.input_size):
             raise ValueError(f"expected {self.input_size}x{self.input_size} crops, got {faces.shape[1:]}")
-        return (faces.astype(np.float32) * self._scale - self._shift)[:, None]
+        return faces
 
-    def logits(self, faces: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: self.preprocess(faces)})[0]
+    def view_logits(self, faces: np.ndarray, policy: Policy | None = None, batch_size: int = 256) -> np.ndarray:
+        """(V, N, C) logits of every view the policy (default: the artifact's) makes of each crop."""
+        faces, policy = self._check(faces), policy or self.policy
+        out = [view_logits(self.logits, faces[i : i + batch_size], policy) for i in range(0, len(faces), batch_size)]
+        return np.concatenate(out, axis=1) if out else np.zeros((policy.views, 0, len(self.labels)), np.float32)
 
-    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
-        """Class probabilities (N, C) for uint8 crops; `tta_flip` averages with the mirrored crop."""
-        out = []
-        for i in range(0, len(faces), batch_size):
-            chunk = faces[i : i + batch_size]
-            p = _softmax(self.logits(chunk))
-            if tta_flip:
-                p = (p + _softmax(self.logits(chunk[:, :, ::-1]))) / 2
-            out.append(p)
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, policy: Policy | None = None) -> np.ndarray:
+        """Class probabilities (N, C) for uint8 face crops, as the artifact's test-time policy says.
+
+        `policy` overrides it (evaluation of alternatives); serving always uses the artifact's.
+        """
+        policy = policy or self.policy
+        return combine(self.view_logits(faces, policy, batch_size), policy.temperature).astype(np.float32)
 
     def predict(self, faces: np.ndarray) -> list[Prediction]:
         return self.predictions(self.predict_proba(faces))
@@ -91,12 +100,6 @@ class Predictor:
             )
             for p in probs
         ]
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 class Box(BaseModel):

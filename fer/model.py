@@ -153,8 +153,13 @@ def save_artifact(model: nn.Module, meta: ArtifactMeta, out_dir: Path, onnx: boo
     torch.save(clean_state_dict(model.state_dict()), out_dir / WEIGHTS_FILE)
     write_meta(out_dir, meta)
     if onnx:
-        export_onnx(model, out_dir / ONNX_FILE, meta.input_size)
+        export_onnx(model, out_dir / ONNX_FILE, view_size(meta))
     return out_dir
+
+
+def view_size(meta: ArtifactMeta) -> int:
+    """The side of what the network sees: the policy's crop windows, else the whole face crop."""
+    return meta.policy.crop or meta.input_size
 
 
 def load_model(artifact_dir: Path, map_location: str = "cpu") -> tuple[nn.Module, ArtifactMeta]:
@@ -195,7 +200,7 @@ def export_serving_artifact(artifact: Path, out: Path, fp16: bool = True) -> Art
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(artifact)
     tmp = out / "model.fp32.onnx"
-    export_onnx(model, tmp, meta.input_size)
+    export_onnx(model, tmp, view_size(meta))
     if fp16:
         compact_onnx(tmp, out / ONNX_FILE)
         tmp.unlink()

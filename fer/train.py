@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fer.artifact import ArtifactMeta, Normalize
+from fer.artifact import ArtifactMeta, Normalize, Policy
 from fer.augment import BatchAugment
 from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
 from fer.config import TrainConfig, save_config
@@ -194,7 +194,7 @@ def fit(
 
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
-    eval_batcher = Batcher(mean, std, device, cfg.channels_last)
+    eval_batcher = Batcher(mean, std, device, cfg.channels_last, center_crop=cfg.augment.crop)
     version, diff = code_state()
     if diff:  # uncommitted changes: keep them with the run, so its code can be rebuilt
         (run_dir / "code.diff").write_text(diff)
@@ -313,6 +313,8 @@ def fit(
         device=str(device),
         bf16=bf16,
         torch=torch.__version__,
+        # A network trained on random crops is evaluated (above) and served on the centre crop.
+        policy=Policy(crop=cfg.augment.crop if 0 < cfg.augment.crop < 48 else 0),
     )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
     if finished and not cfg.keep_checkpoints:

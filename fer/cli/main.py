@@ -95,7 +95,9 @@ def evaluate(
     artifact: Annotated[Path | None, typer.Option(help="artifact folder instead of a registry reference")] = None,
     data: DataOpt = None,
     split: Annotated[str, typer.Option(help="train, val (PublicTest) or test (PrivateTest)")] = "test",
-    tta: Annotated[bool, typer.Option(help="average with the horizontally flipped image")] = False,
+    tta: Annotated[
+        bool, typer.Option(help="also average with the mirrored image (on top of the artifact's own policy)")
+    ] = False,
     ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv for FER+ majority-vote accuracy")] = None,
     out: Annotated[Path | None, typer.Option(help="write metrics.json and plots here")] = None,
     registry: RegistryOpt = None,
@@ -116,13 +118,19 @@ def evaluate(
             name = str(artifact)
         predictor = Predictor(artifact, threads=0)
         ds = load_dataset(data or settings.data, cache_dir=settings.cache)
-        m = evaluate_split(predictor, ds[split], tta_flip=tta, ferplus=ferplus)
+        policy = predictor.policy.model_copy(update={"flip": True}) if tta else None
+        m = evaluate_split(predictor, ds[split], policy=policy, ferplus=ferplus)
     except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
         fail(str(e))
     if out:
         paths = save_report(m, predictor.labels, out, f"{name} on {split}")
         typer.echo(f"report: {', '.join(str(p) for p in paths.values())}")
-    typer.echo(f"{name} on {split} ({m['n']} images{', flip TTA' if tta else ''}):")
+    pol = m["policy"]
+    views = f"{pol['crops']} {pol['crop']} px crops" if pol["crop"] else "whole crop"
+    typer.echo(
+        f"{name} on {split} ({m['n']} images; {views}{', + mirror' if pol['flip'] else ''}, "
+        f"temperature {pol['temperature']:.3g}):"
+    )
     typer.echo(f"  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")
     if "ferplus" in m:
         typer.echo(f"  FER+ majority accuracy {m['ferplus']['accuracy']:.4f} on {m['ferplus']['n']} images")
@@ -190,6 +198,84 @@ def quantize(
     for key, (before, after) in changes.items():
         typer.echo(f"{key}: {before:.4f} ({mv.ref}) -> {after:.4f} (int8), {(after - before) * 100:+.2f} points")
     typer.echo(f"int8 artifact: {out} ({(out / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def calibrate(
+    out: Annotated[Path, typer.Option(help="output folder for the calibrated artifact")],
+    model: Annotated[
+        str | None, typer.Option(help="registry reference (env FER_MODEL; default fer-resnet18@production)")
+    ] = None,
+    data: DataOpt = None,
+    flip: Annotated[
+        bool | None, typer.Option(help="average with the mirrored crop (default: keep the model's policy)")
+    ] = None,
+    crop: Annotated[int | None, typer.Option(help="crop windows of this side (a crop-trained network)")] = None,
+    crops: Annotated[str | None, typer.Option(help="center or five (centre + corners) windows")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Fit temperature scaling on PublicTest and write a calibrated artifact (same network file).
+
+    Set the rest of the test-time policy here too (--flip, --crop, --crops); the temperature is
+    fitted for that policy, and val/test metrics are re-measured through it. Register the result
+    with `fer registry register OUT`; promotion goes through the gate as for any version.
+    """
+    from pydantic import ValidationError
+
+    from fer.artifact import ArtifactError, read_meta
+    from fer.calibrate import calibrate_artifact
+    from fer.data import DataError, load_dataset
+    from fer.registry import RegistryError
+
+    settings = run_settings()
+    try:
+        mv = open_registry_for(registry).resolve(model or settings.model)
+        base = read_meta(mv.path).policy
+        update = {k: v for k, v in {"flip": flip, "crop": crop, "crops": crops}.items() if v is not None}
+        policy = base.model_validate(base.model_dump() | update)
+        ds = load_dataset(data or settings.data, cache_dir=settings.cache)
+        r = calibrate_artifact(mv.path, out, ds, mv.ref, policy)
+    except ValidationError as e:
+        fail(f"invalid policy: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+    except (RegistryError, DataError, ArtifactError, FileNotFoundError, KeyError) as e:
+        fail(str(e))
+    typer.echo(
+        f"temperature {r['temperature']:.3f}: PublicTest ECE {r['val_ece_before']:.4f} -> {r['val_ece_after']:.4f}, "
+        f"NLL {r['val_nll_before']:.4f} -> {r['val_nll_after']:.4f}"
+    )
+    typer.echo(f"calibrated artifact: {out}")
+
+
+@app.command()
+def ensemble(
+    models: Annotated[list[str], typer.Argument(help="two or more registry references")],
+    out: Annotated[Path, typer.Option(help="output folder for the fused artifact")],
+    data: Annotated[
+        str | None, typer.Option(help="FER-2013 data: measure the fused model on val and test (env FER_DATA)")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Fuse models into one ONNX graph that averages their probabilities (one artifact, one session).
+
+    Then `fer calibrate` fits its temperature and `fer registry register` adds it as a version.
+    """
+    from fer.artifact import ArtifactError
+    from fer.data import DataError, load_dataset
+    from fer.ensemble import fuse
+    from fer.evaluate import measure_artifact
+    from fer.registry import RegistryError
+
+    try:
+        reg = open_registry_for(registry)
+        mvs = [reg.resolve(m) for m in models]
+        fuse([mv.path for mv in mvs], out, refs=[mv.ref for mv in mvs])
+        if data:
+            meta = measure_artifact(out, load_dataset(data, cache_dir=run_settings().cache), "members")
+            shown = {k: round(v, 4) for k, v in meta.metrics.items() if k.startswith(("val_", "test_"))}
+            typer.echo(f"measured: {shown}")
+    except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"fused {len(mvs)} members into {out / 'model.onnx'}")
 
 
 @app.command()

@@ -60,3 +60,20 @@ def test_erasing_replaces_a_box():
     y = BatchAugment(cfg, torch.Generator().manual_seed(0))(x)
     changed = (y != 0).float().mean(dim=(1, 2, 3))
     assert (changed > 0.01).all() and (changed < 0.25).all()
+
+
+def test_random_crops_are_windows_of_the_face():
+    # A smooth ramp: any 40x40 window of it is recognisable, so each crop can be located.
+    r, c = torch.arange(48.0).view(48, 1), torch.arange(48.0).view(1, 48)
+    x = ((r * 0.7 + c * 1.3) / 100).expand(16, 1, 48, 48).clone()
+    off = AugmentConfig(rotation=0, hflip=0, brightness=0, contrast=0, scale=0, translate=0, erasing=0, crop=40)
+    y = BatchAugment(off, torch.Generator().manual_seed(3))(x)
+    assert y.shape == (16, 1, 40, 40)
+    offsets = set()
+    for i in range(16):
+        err, dy, dx = min(
+            ((x[i, 0, a : a + 40, b : b + 40] - y[i, 0]).abs().mean().item(), a, b) for a in range(9) for b in range(9)
+        )
+        assert err < 0.01  # the same pixels, up to sub-pixel interpolation
+        offsets.add((dy, dx))
+    assert len(offsets) > 4  # and from many places, not always the centre

@@ -66,7 +66,7 @@ def test_train_register_and_evaluate(session_csv, tmp_path):
     assert "accuracy" in r.output and "macro-F1" in r.output
     assert (out / "confusion_matrix.png").is_file() and (out / "reliability.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n"] == 35 and metrics["tta_flip"] is True
+    assert metrics["n"] == 35 and metrics["policy"]["flip"] is True
 
 
 def test_export_fp16(trained_artifact, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from conftest import EXAMPLES
 from PIL import Image
 
+from fer.artifact import Policy
 from fer.inference import Box, FaceResult, Predictor
 
 
@@ -21,7 +22,7 @@ def test_preprocessing_comes_from_the_artifact(predictor):
     assert x.shape == (2, 1, 48, 48) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx((1.0 - norm.mean) / norm.std, rel=1e-5)
     with pytest.raises(ValueError, match="expected 48x48 crops"):
-        predictor.preprocess(np.zeros((1, 40, 40), np.uint8))
+        predictor.predict_proba(np.zeros((1, 40, 40), np.uint8))
 
 
 def test_probabilities_batching_and_flip_averaging(predictor):
@@ -30,7 +31,7 @@ def test_probabilities_batching_and_flip_averaging(predictor):
     assert p.shape == (5, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
     assert np.allclose(predictor.predict_proba(x, batch_size=2), p, atol=1e-6)  # chunking changes nothing
     flipped = predictor.predict_proba(x[:, :, ::-1])
-    assert np.allclose(predictor.predict_proba(x, tta_flip=True), (p + flipped) / 2, atol=1e-6)
+    assert np.allclose(predictor.predict_proba(x, policy=Policy(flip=True)), (p + flipped) / 2, atol=1e-6)
     assert predictor.predict_proba(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
 
 

@@ -1,0 +1,73 @@
+"""The test-time policy, executed: face crops -> views -> logits -> calibrated, averaged probabilities.
+
+One code path for serving (`Predictor.predict_proba`) and evaluation (`fer evaluate`, the gate,
+the model tests), so what a model scores and what it answers can never disagree. numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fer.artifact import Policy
+
+
+def views(faces: np.ndarray, policy: Policy) -> np.ndarray:
+    """(N, S, S) uint8 crops -> (V, N, s, s) views: the policy's crop windows, then their mirrors."""
+    side = faces.shape[-1]
+    c = policy.crop if 0 < policy.crop < side else side
+    if c == side:
+        windows = [faces]
+    else:
+        o, e = (side - c) // 2, side - c
+        offsets = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if policy.crops == "five" else [])
+        windows = [faces[:, y : y + c, x : x + c] for y, x in offsets]
+    if policy.flip:
+        windows += [w[:, :, ::-1] for w in windows]
+    return np.ascontiguousarray(np.stack(windows))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def combine(view_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(V, N, C) logits -> (N, C) probabilities: softmax(logits / T) averaged over the views."""
+    return softmax(view_logits / temperature).mean(0)
+
+
+def view_logits(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, policy: Policy) -> np.ndarray:
+    """(V, N, C) logits of every view, from one network call over all views (one batch)."""
+    v = views(faces, policy)
+    n, s = v.shape[1], v.shape[-1]
+    return logits(v.reshape(-1, s, s)).reshape(len(v), n, -1)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
+
+
+def fit_temperature(view_logits: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The temperature minimising the negative log-likelihood of the policy's averaged probabilities.
+
+    Guo et al. (2017) temperature scaling: one scalar, so accuracy is unchanged (for one view the
+    argmax cannot move) while confidence matches accuracy. The NLL is unimodal in log T in
+    practice; a coarse grid then a golden-section search on log T finds it to ~1e-4.
+    """
+    f = lambda log_t: nll(combine(view_logits, float(np.exp(log_t))), y)  # noqa: E731
+    grid = np.linspace(np.log(lo), np.log(hi), 41)
+    i = int(np.argmin([f(g) for g in grid]))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    r = (np.sqrt(5) - 1) / 2
+    c, d = b - r * (b - a), a + r * (b - a)
+    for _ in range(40):
+        if f(c) < f(d):
+            b, d = d, c
+            c = b - r * (b - a)
+        else:
+            a, c = c, d
+            d = a + r * (b - a)
+    return float(np.exp((a + b) / 2))

@@ -1,0 +1,122 @@
+"""The test-time policy (views, temperature, fused ensembles) and the one code path that runs it.
+
+Real tiny networks trained on synthetic faces, real ONNX exports and real ONNX Runtime sessions;
+the data-gated parity of `fer evaluate` and `/predict` on FER-2013 lives in test_api.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_module
+
+from fer.artifact import ArtifactError, Policy, read_meta, write_meta
+from fer.evaluate import classification_metrics
+from fer.policy import combine, fit_temperature, nll, softmax, views
+
+require_module("torch", "training tiny networks (requirements.txt)")
+
+
+def _fit(csv, run_dir, seed: int, crop: int = 0):
+    from fer.config import load_train_config
+    from fer.train import fit
+
+    sets = ["epochs=2", "batch_size=32", "precision=fp32", "model.arch=tiny", f"seed={seed}", f"augment.crop={crop}"]
+    return fit(load_train_config(None, sets), data_path=str(csv), run_dir=run_dir).artifact_dir
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, session_csv):
+    root = tmp_path_factory.mktemp("members")
+    # 32 px crops: the tiny net's 4x4 pooling grid needs a side that halves twice into a multiple of 4.
+    return [_fit(session_csv, root / f"m{s}", seed=s, crop=32) for s in (1, 2)]
+
+
+def test_views_are_the_centre_corners_and_mirrors():
+    faces = np.arange(2 * 48 * 48, dtype=np.uint8).reshape(2, 48, 48)
+    v = views(faces, Policy(crop=40, crops="five", flip=True))
+    assert v.shape == (10, 2, 40, 40) and Policy(crop=40, crops="five", flip=True).views == 10
+    assert np.array_equal(v[0], faces[:, 4:44, 4:44])  # centre first
+    assert np.array_equal(v[4], faces[:, 8:, 8:])  # bottom-right corner
+    assert np.array_equal(v[5], faces[:, 4:44, 4:44][:, :, ::-1])  # then the mirrors, in order
+    assert views(faces, Policy()).shape == (1, 2, 48, 48)
+
+
+def test_policy_round_trips_through_the_artifact(members, tmp_path):
+    meta = read_meta(members[0])
+    assert meta.policy == Policy(crop=32)  # trained on random crops: served on the centre crop
+    meta.policy = Policy(crop=32, crops="five", flip=True, temperature=1.7, members=["a@1", "b@2"])
+    write_meta(tmp_path, meta)
+    assert read_meta(tmp_path).policy == meta.policy
+    bad = meta.to_json() | {"policy": {"crops": "ten"}}
+    (tmp_path / "meta.json").write_text(__import__("json").dumps(bad))
+    with pytest.raises(ArtifactError, match="policy.crops"):
+        read_meta(tmp_path)
+
+
+def test_predictor_runs_the_policy_it_is_given(members):
+    from fer.inference import Predictor
+
+    p = Predictor(members[0])
+    x = np.random.default_rng(0).integers(0, 255, (6, 48, 48), dtype=np.uint8)
+    policy = Policy(crop=32, crops="five", flip=True, temperature=2.0)
+    by_hand = np.mean([softmax(p.logits(v) / 2.0) for v in views(x, policy)], axis=0)
+    assert np.allclose(p.predict_proba(x, policy=policy), by_hand, atol=1e-6)
+    assert np.allclose(p.predict_proba(x, policy=policy, batch_size=4), by_hand, atol=1e-6)
+    # The artifact's own policy (centre crop) is the default, for serving and `fer evaluate` alike.
+    assert np.allclose(p.predict_proba(x), softmax(p.logits(np.ascontiguousarray(x[:, 8:40, 8:40]))), atol=1e-6)
+
+
+def test_fitted_temperature_recovers_a_known_overconfidence():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (4000, 7))
+    y = np.array([rng.choice(7, p=p) for p in softmax(z)])  # labels drawn from softmax(z): T=1 is calibrated
+    overconfident = (3.0 * z)[None]  # the network's logits: three times too sharp
+    t = fit_temperature(overconfident, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    before = classification_metrics(y, combine(overconfident, 1.0), list("abcdefg"))["ece"]
+    after = classification_metrics(y, combine(overconfident, t), list("abcdefg"))["ece"]
+    assert after < before / 3 and nll(combine(overconfident, t), y) < nll(combine(overconfident, 1.0), y)
+
+
+def test_calibrate_writes_the_temperature_and_measures_through_it(members, session_csv, tmp_path):
+    from fer.calibrate import calibrate_artifact
+    from fer.data import load_dataset
+    from fer.evaluate import evaluate_split
+    from fer.inference import Predictor
+
+    ds = load_dataset(session_csv)
+    r = calibrate_artifact(members[0], tmp_path / "cal", ds, "tiny@1", Policy(crop=32, flip=True))
+    meta = read_meta(tmp_path / "cal")
+    assert meta.policy.temperature == pytest.approx(r["temperature"]) and meta.policy.flip
+    assert r["val_nll_after"] <= r["val_nll_before"] + 1e-9  # the fit can only lower the NLL it minimises
+    served = evaluate_split(Predictor(tmp_path / "cal"), ds["test"])
+    assert meta.metrics["test_acc"] == pytest.approx(served["accuracy"])
+    assert meta.metrics_measured["parent_tiny@1"]["val_acc"] == read_meta(members[0]).metrics["val_acc"]
+
+
+def test_fused_ensemble_is_the_average_of_its_members(members, tmp_path):
+    from fer.ensemble import fuse
+    from fer.inference import Predictor
+
+    # A member with another normalisation: the graph maps its input to each member's own.
+    write_meta(members[1], read_meta(members[1]).model_copy(update={"normalize": {"mean": 0.3, "std": 0.2}}))
+    fuse(members, tmp_path / "ens", refs=["tiny@1", "tiny@2"])
+    ens = Predictor(tmp_path / "ens")
+    assert ens.policy.members == ["tiny@1", "tiny@2"] and ens.policy.crop == 32
+    x = np.random.default_rng(1).integers(0, 255, (9, 48, 48), dtype=np.uint8)
+    expected = np.mean([Predictor(m).predict_proba(x) for m in members], axis=0)
+    assert np.abs(ens.predict_proba(x) - expected).max() <= 1e-4
+
+
+def test_fusing_refuses_members_that_disagree(members, tmp_path):
+    from fer.ensemble import fuse
+
+    with pytest.raises(ArtifactError, match="at least two"):
+        fuse(members[:1], tmp_path / "one")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "model.onnx").write_bytes((members[1] / "model.onnx").read_bytes())
+    write_meta(odd, read_meta(members[1]).model_copy(update={"policy": Policy()}))
+    with pytest.raises(ArtifactError, match="crop policy differs"):
+        fuse([members[0], odd], tmp_path / "bad")
