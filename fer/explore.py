@@ -53,8 +53,13 @@ def duplicate_groups(x: np.ndarray) -> list[np.ndarray]:
 
 def cross_split_duplicates(data: Dataset, a: str = "train", b: str = "test") -> int:
     """How many images of split `b` also appear pixel-for-pixel in split `a`."""
+    return int(in_split(data, a, b).sum())
+
+
+def in_split(data: Dataset, a: str = "train", b: str = "test") -> np.ndarray:
+    """Boolean mask over split `b`: the images that also appear pixel-for-pixel in split `a`."""
     seen = {img.tobytes() for img in data[a].x}
-    return int(sum(img.tobytes() in seen for img in data[b].x))
+    return np.array([img.tobytes() in seen for img in data[b].x], dtype=bool)
 
 
 def blank_images(x: np.ndarray, max_std: float = 1.0) -> np.ndarray:

@@ -99,6 +99,9 @@ def evaluate(
         bool, typer.Option(help="also average with the mirrored image (on top of the artifact's own policy)")
     ] = False,
     ferplus: Annotated[Path | None, typer.Option(help="fer2013new.csv for FER+ majority-vote accuracy")] = None,
+    unseen: Annotated[
+        bool, typer.Option(help="leave out the images that appear pixel-for-pixel in Training (288 of PrivateTest)")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="write metrics.json and plots here")] = None,
     registry: RegistryOpt = None,
 ) -> None:
@@ -119,7 +122,14 @@ def evaluate(
         predictor = Predictor(artifact, threads=0)
         ds = load_dataset(data or settings.data, cache_dir=settings.cache)
         policy = predictor.policy.model_copy(update={"flip": True}) if tta else None
-        m = evaluate_split(predictor, ds[split], policy=policy, ferplus=ferplus)
+        data_split = ds[split]
+        if unseen:
+            import numpy as np
+
+            from fer.explore import in_split
+
+            data_split = data_split.subset(np.flatnonzero(~in_split(ds, "train", split)))
+        m = evaluate_split(predictor, data_split, policy=policy, ferplus=ferplus)
     except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
         fail(str(e))
     if out:
@@ -127,8 +137,9 @@ def evaluate(
         typer.echo(f"report: {', '.join(str(p) for p in paths.values())}")
     pol = m["policy"]
     views = f"{pol['crops']} {pol['crop']} px crops" if pol["crop"] else "whole crop"
+    where = f"{split} without Training duplicates" if unseen else split
     typer.echo(
-        f"{name} on {split} ({m['n']} images; {views}{', + mirror' if pol['flip'] else ''}, "
+        f"{name} on {where} ({m['n']} images; {views}{', + mirror' if pol['flip'] else ''}, "
         f"temperature {pol['temperature']:.3g}):"
     )
     typer.echo(f"  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")

@@ -15,9 +15,12 @@ SHIPPED = sorted((REPO / "models" / "registry" / "fer-resnet18" / "versions").it
 @pytest.mark.parametrize("version_dir", SHIPPED, ids=lambda p: p.name)
 def test_shipped_artifacts_load_unchanged(version_dir):
     raw = json.loads((version_dir / "meta.json").read_text())
-    assert "schema_version" not in raw  # the first artifacts predate the schema: version 1
+    # Versions 1 and 2 predate the schema (version 1); version 3 was written with the policy (3).
+    expected = raw.get("schema_version", 1)
+    assert expected == (1 if int(version_dir.name) <= 2 else 3)
     meta = read_meta(version_dir)
-    assert meta.schema_version == 1 and meta.arch == "resnet18_s2" and len(meta.labels) == 7
+    assert meta.schema_version == expected and meta.arch == "resnet18_s2" and len(meta.labels) == 7
+    assert meta.policy.views == 1 and meta.policy.temperature == 1.0  # old metas read as a plain pass
     assert meta.normalize.std > 0 and 0 < meta.metrics["test_acc"] < 1
     check_files(version_dir)
 

@@ -67,6 +67,9 @@ def test_train_register_and_evaluate(session_csv, tmp_path):
     assert (out / "confusion_matrix.png").is_file() and (out / "reliability.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 35 and metrics["policy"]["flip"] is True
+    r = run("evaluate", "--model", "cli-model@production", "--registry", reg, "--data", str(session_csv), "--unseen")
+    assert r.exit_code == 0, r.output
+    assert "test without Training duplicates (35 images" in r.output  # synthetic faces repeat none
 
 
 def test_export_fp16(trained_artifact, tmp_path):
