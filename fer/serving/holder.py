@@ -79,6 +79,7 @@ class ModelHolder:
         self.metrics = metrics
         self.service = service
         self.shadow: EmotionService | None = None  # a candidate answering the same faces, unseen
+        self.shadow_share = settings.shadow_share  # the share of answers it sees; admin can change it
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
 
@@ -139,16 +140,50 @@ class ModelHolder:
             self._poller = asyncio.create_task(self._poll())
 
     async def load_shadow(self, ref: str) -> None:
-        """Serve `ref` in shadow; a model that cannot load is refused (counted) and none shadows."""
+        """Serve `ref` in shadow at startup; a model that cannot load is refused (counted), none shadows."""
         try:
-            self.shadow = await run_in_threadpool(load_service, self.settings.model_copy(update={"model": ref}))
+            await self.set_shadow(ref)
         except ModelRefused as e:
-            self.metrics.model_load_failures.inc()
             log.error("shadow model refused: %s", e)
-            return
-        p = self.shadow.predictor
-        self.metrics.shadow_info.labels(name=p.name, version=p.version).set(1)
-        log.info("shadowing %s@%s (share %.0f%%)", p.name, p.version, self.settings.shadow_share * 100)
+
+    async def set_shadow(self, ref: str, share: float | None = None) -> dict[str, Any]:
+        """Load `ref` as the shadow (replacing any), optionally with a new share; what now shadows.
+
+        Raises:
+            ModelRefused: it cannot be resolved, loaded or smoke-tested; the old shadow stays.
+        """
+        async with self._lock:
+            try:
+                new = await run_in_threadpool(load_service, self.settings.model_copy(update={"model": ref}))
+            except ModelRefused:
+                self.metrics.model_load_failures.inc()
+                raise
+            old, self.shadow = self.shadow, new
+            if share is not None:
+                self.shadow_share = share
+            self._retire_shadow(old)
+            p = new.predictor
+            self.metrics.shadow_info.labels(name=p.name, version=p.version).set(1)
+            log.info("shadowing %s@%s (share %.0f%%)", p.name, p.version, self.shadow_share * 100)
+            return self.shadow_state()
+
+    async def clear_shadow(self) -> dict[str, Any]:
+        """Stop shadowing (answers already handed to the old shadow still finish)."""
+        async with self._lock:
+            old, self.shadow = self.shadow, None
+            self._retire_shadow(old)
+            return self.shadow_state()
+
+    def _retire_shadow(self, old: EmotionService | None) -> None:
+        if old is not None:
+            p = old.predictor
+            self.metrics.shadow_info.labels(name=p.name, version=p.version).set(0)
+            old.close()
+
+    def shadow_state(self) -> dict[str, Any]:
+        p = self.shadow.predictor if self.shadow else None
+        model = {"name": p.name, "version": p.version} if p else None
+        return {"status": "shadowing" if p else "off", "model": model, "share": self.shadow_share}
 
     async def stop(self) -> None:
         if self._poller is not None:

@@ -100,6 +100,20 @@ class ModelInfoOut(BaseModel):
     code_version: str | None
 
 
+class ShadowIn(BaseModel):
+    model: str = Field(
+        min_length=3, max_length=200, pattern=r"^[^@\s]+@[^@\s]+$", examples=["fer-resnet18@1"],
+        description="the candidate to shadow, `name@version` or `name@alias`",
+    )  # fmt: skip
+    share: float | None = Field(None, ge=0, le=1, description="share of answered requests it sees (default: unchanged)")
+
+
+class ShadowOut(BaseModel):
+    status: str = Field(description="shadowing or off")
+    model: ModelRef | None
+    share: float
+
+
 class ReloadOut(BaseModel):
     status: str = Field(description="reloaded or unchanged")
     model: ModelRef

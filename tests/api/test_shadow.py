@@ -43,3 +43,39 @@ def test_a_shadow_that_cannot_load_is_refused_and_production_serves(tmp_path):
         text = c.get("/metrics").text
     assert r.status_code == 200 and "fer_model_load_failures_total 1.0" in text
     assert "fer_shadow_inference_duration_seconds_count 0.0" in text
+
+
+def test_an_admin_call_sets_replaces_and_stops_the_shadow(tmp_path):
+    token = "test-only-admin-token-for-shadow"
+    auth = {"authorization": f"Bearer {token}"}
+    photo = {"file": ("a.jpg", (EXAMPLES / "astronaut.jpg").read_bytes(), "image/jpeg")}
+    settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), admin_token=token)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/admin/shadow", json={"model": "fer-resnet18@1"}).status_code == 401
+        assert c.post("/admin/shadow", json={"model": "no-version"}, headers=auth).status_code == 400
+        assert c.post("/admin/shadow", json={"model": "fer-resnet18@1", "share": 2}, headers=auth).status_code == 400
+
+        r = c.post("/admin/shadow", json={"model": "fer-resnet18@1", "share": 1.0}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "shadowing", "model": {"name": "fer-resnet18", "version": "1"}, "share": 1.0}
+        assert c.post("/predict", files=photo).status_code == 200
+
+        # A candidate that cannot load is refused and the one shadowing stays.
+        r = c.post("/admin/shadow", json={"model": "fer-resnet18@99"}, headers=auth)
+        assert r.status_code == 409 and r.json()["error"] == "model_refused"
+        assert c.post("/predict", files=photo).status_code == 200
+
+        r = c.post("/admin/shadow", json={"model": "fer-resnet18@2"}, headers=auth)  # replaces, share kept
+        assert r.json()["model"]["version"] == "2" and r.json()["share"] == 1.0
+        assert c.post("/predict", files=photo).status_code == 200
+        text = c.get("/metrics").text
+        assert 'fer_shadow_info{name="fer-resnet18",version="1"} 0.0' in text
+        assert 'fer_shadow_info{name="fer-resnet18",version="2"} 1.0' in text
+        assert metric(text, "fer_shadow_inference_duration_seconds_count") == 3  # one face, three answers
+
+        r = c.post("/admin/shadow/off", headers=auth)
+        assert r.json() == {"status": "off", "model": None, "share": 1.0}
+        assert c.post("/predict", files=photo).status_code == 200
+        text = c.get("/metrics").text
+    assert metric(text, "fer_shadow_inference_duration_seconds_count") == 3  # nothing shadows any more
+    assert 'fer_shadow_info{name="fer-resnet18",version="2"} 0.0' in text

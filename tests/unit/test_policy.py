@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import require_module
 
-from fer.artifact import ArtifactError, Policy, read_meta, write_meta
+from fer.artifact import ArtifactError, Normalize, Policy, read_meta, write_meta
 from fer.evaluate import classification_metrics
 from fer.policy import combine, fit_temperature, nll, softmax, views
 
@@ -100,7 +100,7 @@ def test_fused_ensemble_is_the_average_of_its_members(members, tmp_path):
     from fer.inference import Predictor
 
     # A member with another normalisation: the graph maps its input to each member's own.
-    write_meta(members[1], read_meta(members[1]).model_copy(update={"normalize": {"mean": 0.3, "std": 0.2}}))
+    write_meta(members[1], read_meta(members[1]).model_copy(update={"normalize": Normalize(mean=0.3, std=0.2)}))
     fuse(members, tmp_path / "ens", refs=["tiny@1", "tiny@2"])
     ens = Predictor(tmp_path / "ens")
     assert ens.policy.members == ["tiny@1", "tiny@2"] and ens.policy.crop == 32

@@ -43,9 +43,9 @@ async def predict(
 
 def shadow_after(request: Request, background: BackgroundTasks):
     """A hook that hands a share of answered faces to the shadow model, after the response."""
-    holder, settings, metrics = request.app.state.holder, request.app.state.settings, request.app.state.metrics
+    holder, metrics = request.app.state.holder, request.app.state.metrics
     shadow = holder.shadow
-    if shadow is None or random.random() >= settings.shadow_share:
+    if shadow is None or random.random() >= holder.shadow_share:
         return None
 
     def compare(crops, production: list[str]) -> None:
