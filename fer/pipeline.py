@@ -146,23 +146,41 @@ def model_tests_step(inputs: dict, out: Path) -> dict:
     return {"passed": report["passed"], "failed": report["failed"], "report": str(out / "model_tests.json")}
 
 
-def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings) -> dict[str, Any]:
+STEPS: dict[str, Callable[[dict, Path], dict]] = {
+    "data": data_step,
+    "train": train_step,
+    "evaluate": evaluate_step,
+    "model_tests": model_tests_step,
+}
+
+# How a step is executed: (root, step name, inputs) -> outputs. The default runs it here, cached;
+# the ClearML pipeline (fer.clearml_pipeline) runs each one as a pipeline component.
+StepRunner = Callable[[Path, str, dict], dict]
+
+
+def run_cached(root: Path, name: str, inputs: dict) -> dict[str, Any]:
+    return Step(root, name, STEPS[name])(**inputs)
+
+
+def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRunner = run_cached) -> dict[str, Any]:
     """Run every step (each from its cache when its inputs did not change); the summary."""
     from fer.registry import PromotionRefused, open_registry
+
+    def step(name: str, **inputs: Any) -> dict[str, Any]:
+        return run_step(root, name, inputs)
 
     root = Path(cfg.output_dir)
     data = cfg.data or settings.data
     if not data:
         raise ConfigError("no data: set data in the pipeline config, or pass --data / FER_DATA")
     train_config = str((base_dir / cfg.train_config).resolve())
-    d = Step(root, "data", data_step)(data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
-                                      feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
-    t = Step(root, "train", train_step)(data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
-                                        config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
-    e = Step(root, "evaluate", evaluate_step)(data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"])
-    mt = Step(root, "model_tests", model_tests_step)(data_npz=d["data_npz"], checksum=d["checksum"],
-                                                     artifact=t["artifact"], ferplus=cfg.ferplus,
-                                                     limit=cfg.model_tests_limit)  # fmt: skip
+    d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
+             feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
+    t = step("train", data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
+             config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
+    e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"])
+    mt = step("model_tests", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
+              ferplus=cfg.ferplus, limit=cfg.model_tests_limit)  # fmt: skip
     reg = open_registry(cfg.registry, settings)
     # A re-run with the same artifact finds its version instead of registering it again.
     mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None)

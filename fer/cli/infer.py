@@ -262,6 +262,8 @@ def pipeline(
     ),
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set promote=false")] = None,
     data: Annotated[str | None, typer.Option(help="FER-2013 CSV(.gz) or image folder (env FER_DATA)")] = None,
+    clearml: Annotated[bool, typer.Option(help="run as a ClearML pipeline (offline session without a server)")] = False,
+    queue: Annotated[str | None, typer.Option(help="with --clearml: run each step on this agent queue")] = None,
 ) -> None:
     """Run the training pipeline: data, train, evaluate, model tests, register, promote through the
     gate. Steps whose inputs did not change come from the cache. Prints the summary as JSON."""
@@ -271,7 +273,12 @@ def pipeline(
 
     try:
         cfg, base = load_pipeline_config(config, [*(set_ or []), *([f"data={data}"] if data else [])])
-        summary = run_pipeline(cfg, base, settings())
+        if clearml or queue:
+            from fer.clearml_pipeline import run_clearml_pipeline
+
+            summary = run_clearml_pipeline(cfg, base, settings(), queue)
+        else:
+            summary = run_pipeline(cfg, base, settings())
     except (ConfigError, DataError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(json.dumps(summary, indent=2, default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from conftest import require_module
 from typer.testing import CliRunner
@@ -78,3 +79,39 @@ def test_the_shipped_pipeline_config_validates_and_names_a_real_train_config():
 
     cfg, base = load_pipeline_config(REPO / "experiments" / "pipeline.yaml")
     assert cfg.promote and cfg.train == [] and load_train_config(base / cfg.train_config).epochs >= 1
+
+
+def test_the_clearml_pipeline_runs_offline_and_stores_each_step(session_csv, tmp_path, monkeypatch):
+    # The real ClearML SDK, offline (no server can run here): debug mode runs the components in
+    # this process, and the pipeline task, its configuration and every step's artifact must land
+    # in the offline session. Enqueueing on agents needs a server and is not exercised here.
+    import zipfile
+
+    from fer.clearml_pipeline import run_clearml_pipeline
+    from fer.config import ConfigError, Settings
+    from fer.pipeline import load_pipeline_config
+
+    for var in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "CLEARML_CONFIG_FILE",
+                "CLEARML_OFFLINE_MODE", "CLEARML_PROC_MASTER_ID", "CLEARML_TASK_ID", "TRAINS_OFFLINE_MODE",
+                "TRAINS_PROC_MASTER_ID"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml"))
+    (tmp_path / "train.yaml").write_text("epochs: 1\nprecision: fp32\nmodel: {arch: tiny}\n")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "cml", "data": str(session_csv),
+                                                     "train_config": "train.yaml", "model_tests_limit": 30,
+                                                     "registry": str(tmp_path / "reg"),
+                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    cfg, base = load_pipeline_config(tmp_path / "p.yaml")
+    settings = Settings.model_construct()
+    with pytest.raises(ConfigError, match="needs a ClearML server"):
+        run_clearml_pipeline(cfg, base, settings, queue="gpu")
+    summary = run_clearml_pipeline(cfg, base, settings)
+    assert summary["registered"] == "cml@1" and summary["steps"]["train"]["cached"] is False
+    assert summary["clearml_task"].startswith("offline-")
+    with zipfile.ZipFile(summary["offline_session"]) as z:
+        names = z.namelist()
+        task = json.loads(z.read("task.json"))
+    artifacts = {a["key"] for a in task["execution"]["artifacts"]}
+    assert {"data_outputs", "train_outputs", "evaluate_outputs", "model_tests_outputs", "summary"} <= artifacts
+    assert task["name"] == "cml-pipeline" and "pipeline" in task["configuration"]
+    assert any(n.endswith(".json") and "train_outputs" in n for n in names), names
