@@ -39,11 +39,11 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         if (meta.policy.crop, meta.policy.crops) != (first.policy.crop, first.policy.crops):
             raise ArtifactError(f"{m}: its crop policy differs from the first member's")
     n0 = first.normalize
-    nodes, inits, opset = [], [], None
+    nodes, inits, opset, ir_version = [], [], None, None
     probs = []
     for i, (path, meta) in enumerate(zip(members, metas, strict=True)):
         model = onnx.load(str(Path(path) / ONNX_FILE))
-        opset = opset or model.opset_import
+        opset, ir_version = opset or model.opset_import, ir_version or model.ir_version
         prefixed = compose.add_prefix(model, f"m{i}_")
         g = prefixed.graph
         inp, logits = g.input[0].name, g.output[0].name
@@ -70,7 +70,7 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         inits,
     )
     fused = helper.make_model(graph, opset_imports=opset, producer_name="fer.ensemble")
-    fused.ir_version = onnx.load(str(Path(members[0]) / ONNX_FILE), load_external_data=False).ir_version
+    fused.ir_version = ir_version
     onnx.checker.check_model(fused)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(fused, str(out / ONNX_FILE))

@@ -124,11 +124,9 @@ def evaluate(
         policy = predictor.policy.model_copy(update={"flip": True}) if tta else None
         data_split = ds[split]
         if unseen:
-            import numpy as np
-
             from fer.explore import in_split
 
-            data_split = data_split.subset(np.flatnonzero(~in_split(ds, "train", split)))
+            data_split = data_split.subset(~in_split(ds, "train", split))
         m = evaluate_split(predictor, data_split, policy=policy, ferplus=ferplus)
     except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
         fail(str(e))
