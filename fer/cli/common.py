@@ -9,6 +9,9 @@ import typer
 from fer.config import Settings
 
 DataOpt = Annotated[str | None, typer.Option("--data", help="FER-2013 CSV(.gz) or image folder (env FER_DATA)")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="registry reference (env FER_MODEL; default fer-resnet18@production)")
+]
 RegistryOpt = Annotated[str | None, typer.Option("--registry", help="registry directory (env FER_REGISTRY_DIR)")]
 
 _current: dict[str, Settings] = {}
