@@ -91,6 +91,7 @@ class ArtifactMeta(BaseModel):
     version: str | None = None  # how an artifact outside a registry reports itself
     metrics_measured: dict[str, Any] | None = None  # earlier metrics, kept when re-measured
     quantization: dict[str, Any] | None = None
+    fine_tuned_from: dict[str, Any] | None = None  # the artifact `fit` started from (cfg.init)
     policy: Policy = Policy()
 
     @property

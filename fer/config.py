@@ -79,6 +79,9 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = torch default
+    # Fine-tune: an artifact folder whose ONNX network to start from (fer.onnx_import), with its
+    # normalisation and crop; BatchNorm stays frozen. `fer train --init name@version` resolves one.
+    init: str | None = None
     output_dir: str = "runs"
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()

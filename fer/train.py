@@ -14,14 +14,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fer.artifact import ArtifactMeta, Normalize, Policy
+from fer.artifact import ONNX_FILE, ArtifactMeta, Normalize, Policy
 from fer.augment import BatchAugment
 from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
 from fer.config import TrainConfig, save_config
 from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
 from fer.device import Batcher, autocast, seed_everything, select_device, use_bf16
 from fer.evaluate import classification_metrics
+from fer.files import sha256_file
 from fer.model import build_model, clean_state_dict, code_state, save_artifact
+from fer.onnx_import import freeze_batchnorm, network_from_onnx
 from fer.optim import build_optimizer, build_scheduler
 from fer.tracking import NullTracker, Tracker
 
@@ -51,6 +53,8 @@ def train_one_epoch(
     desc: str = "train",
 ) -> dict[str, float]:
     model.train()
+    if cfg.init:
+        freeze_batchnorm(model)  # a network rebuilt from ONNX has its BatchNorm folded away
     total_loss, correct, seen = 0.0, 0, 0
     steps = num_batches(len(split), cfg.batch_size, drop_last=True)
     bar = tqdm(
@@ -123,6 +127,20 @@ def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> t
     return data, train, data["val"]
 
 
+def _init_network(cfg: TrainConfig):
+    """The network to fine-tune from `cfg.init`, checked against what `cfg` would train."""
+    from fer.config import ConfigError
+
+    model, parent = network_from_onnx(cfg.init)
+    if parent.arch != cfg.model.arch:
+        raise ConfigError(f"init {cfg.init} is a {parent.arch}, but the config trains {cfg.model.arch}")
+    if parent.policy.crop != (cfg.augment.crop if 0 < cfg.augment.crop < 48 else 0):
+        raise ConfigError(f"init {cfg.init} sees {parent.policy.crop or 48} px; set augment.crop to match")
+    if list(parent.labels) != list(LABELS):
+        raise ConfigError(f"init {cfg.init} has labels {parent.labels}, not {list(LABELS)}")
+    return model, parent
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -172,7 +190,13 @@ def fit(
     # Normalisation statistics come from the training images and travel in the artifact's meta.
     mean = float(train.x.mean() / 255) if ckpt is None else ckpt["mean"]
     std = float(train.x.std() / 255) if ckpt is None else ckpt["std"]
-    model = build_model(cfg.model.arch, len(LABELS), cfg.model.pretrained, cfg.model.dropout).to(device)
+    if cfg.init:
+        model, parent = _init_network(cfg)
+        mean, std = parent.normalize.mean, parent.normalize.std  # what the network learnt on
+        model = model.to(device)
+    else:
+        parent = None
+        model = build_model(cfg.model.arch, len(LABELS), cfg.model.pretrained, cfg.model.dropout).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps = num_batches(len(train), cfg.batch_size, drop_last=True)
@@ -315,6 +339,9 @@ def fit(
         torch=torch.__version__,
         # A network trained on random crops is evaluated (above) and served on the centre crop.
         policy=Policy(crop=cfg.augment.crop if 0 < cfg.augment.crop < 48 else 0),
+        fine_tuned_from=None
+        if parent is None
+        else {"artifact": cfg.init, "name": parent.name, "onnx_sha256": sha256_file(Path(cfg.init) / ONNX_FILE)},
     )
     artifact_dir = save_artifact(model.float(), meta, run_dir / "artifact", onnx=export_onnx)
     if finished and not cfg.keep_checkpoints:

@@ -54,21 +54,30 @@ def train(
     data: DataOpt = None,
     run_dir: Annotated[Path | None, typer.Option(help="output folder (default runs/<name>-<time>)")] = None,
     resume: Annotated[Path | None, typer.Option(help="run folder or last.pt to continue")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="fine-tune this model (name@version, name@production or an artifact folder)"),
+    ] = None,
     register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
     registry: RegistryOpt = None,
     tracker: Annotated[str, typer.Option(help="comma-separated: local, clearml, neptune, none")] = "local",
     queue: Annotated[str | None, typer.Option(help="run on a ClearML agent listening on this queue")] = None,
 ) -> None:
     """Train a model; writes a run folder with checkpoints and the model artifact."""
+    from fer.artifact import ArtifactError
     from fer.clearml_session import ClearMLConnection
     from fer.config import load_train_config
     from fer.data import DataError
+    from fer.onnx_import import resolve_init
+    from fer.registry import RegistryError
     from fer.tracking import TrackerUnavailable, enqueue_remote, make_tracker
     from fer.train import default_run_dir, fit
 
     settings = run_settings()
     try:
         cfg = load_train_config(config, set_ or [])
+        if init:
+            cfg = cfg.model_copy(update={"init": str(resolve_init(init, open_registry_for(registry)).resolve())})
         if queue:
             # Exits here locally; on the agent it returns and the run is tracked in ClearML.
             enqueue_remote(
@@ -84,7 +93,7 @@ def train(
             resume=resume,
             tracker=make_tracker(tracker, out, settings),
         )
-    except (ConfigError, DataError, FileNotFoundError, TrackerUnavailable) as e:
+    except (ArtifactError, ConfigError, DataError, FileNotFoundError, RegistryError, TrackerUnavailable) as e:
         fail(str(e))
     typer.echo(json.dumps(result.metrics, indent=2))
     typer.echo(f"artifact: {result.artifact_dir}")
