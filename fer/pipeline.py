@@ -32,6 +32,9 @@ class PipelineConfig(StrictModel):
     feedback: str | None = None  # an exported feedback dataset (fer feedback export) merged into Training
     train_config: str = "baseline.yaml"  # relative to this file
     train: list[str] = []  # --set style overrides of the train config
+    # Fine-tune instead of training from scratch: "production" (this name's production version),
+    # a name@version, or an artifact folder. An int8 version fine-tunes its fp32 parent.
+    init: str | None = None
     ferplus: str | None = None  # fer2013new.csv, for the clear-faces model test
     model_tests_limit: int = Field(2000, ge=10)
     registry: str | None = None  # writable registry folder (else FER_REGISTRY_DIR)
@@ -90,10 +93,12 @@ def data_step(inputs: dict, out: Path) -> dict:
     for name in ("train", "val"):
         if name not in ds.splits or len(ds[name]) == 0:
             raise ConfigError(f"{inputs['data']}: the {name} split is empty")
-    train, merged = ds["train"], 0
+    train, merged, arrays = ds["train"], 0, {}
     if inputs.get("feedback"):
         fb = load_dataset(inputs["feedback"], val_fraction=0.2)
         parts = [fb[s] for s in ("train", "val") if s in fb.splits]  # feedback's own test part stays out
+        if "test" in fb.splits:  # ... and is what the gate measures candidates on
+            arrays = {f"feedback_{k}": getattr(fb["test"], k) for k in ("x", "y", "rows")}
         merged = sum(len(p) for p in parts)
         # Feedback rows get numbers no FER-2013 row has, so joins by row never mistake them.
         train = Split(
@@ -101,20 +106,22 @@ def data_step(inputs: dict, out: Path) -> dict:
             np.concatenate([train.y, *(p.y for p in parts)]),
             np.concatenate([train.rows, *(p.rows + 10_000_000 for p in parts)]),
         )
-    arrays = {f"{s}_{k}": getattr(split, k) for s, split in (("train", train), ("val", ds["val"]))
-              for k in ("x", "y", "rows")}  # fmt: skip
+    arrays |= {f"{s}_{k}": getattr(split, k) for s, split in (("train", train), ("val", ds["val"]))
+               for k in ("x", "y", "rows")}  # fmt: skip
     if "test" in ds.splits:
         arrays |= {f"test_{k}": getattr(ds["test"], k) for k in ("x", "y", "rows")}
     np.savez(out / "data.npz", **arrays)
     return {"data_npz": str(out / "data.npz"), "checksum": ds.checksum, "train_size": len(train),
-            "feedback_merged": merged, "class_counts": train.class_counts()}  # fmt: skip
+            "feedback_merged": merged, "feedback_holdout": len(arrays.get("feedback_y", [])),
+            "class_counts": train.class_counts()}  # fmt: skip
 
 
 def _dataset(npz: str, checksum: str):
     from fer.data import Dataset, Split
 
     with np.load(npz) as z:
-        splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_rows"]) for s in ("train", "val", "test") if f"{s}_x" in z}
+        splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], z[f"{s}_rows"])
+                  for s in ("train", "val", "test", "feedback") if f"{s}_x" in z}  # fmt: skip
     return Dataset(splits, npz, checksum, "pipeline")
 
 
@@ -122,17 +129,35 @@ def train_step(inputs: dict, out: Path) -> dict:
     from fer.train import fit
 
     cfg = load_train_config(inputs["train_config"], inputs["train"])
+    if inputs.get("init"):
+        cfg = cfg.model_copy(update={"init": inputs["init"]})
     r = fit(cfg, data=_dataset(inputs["data_npz"], inputs["checksum"]), run_dir=out / "run")
     return {"artifact": str(r.artifact_dir), "metrics": r.metrics}
 
 
 def evaluate_step(inputs: dict, out: Path) -> dict:
+    """The candidate and the model it would replace, measured here on the same data.
+
+    Stored metrics come from different machines (int8 answers depend on the CPU), so the gate
+    compares these instead: FER-2013 validation and, when there is feedback, its hold-out part.
+    """
+    ds = _dataset(inputs["data_npz"], inputs["checksum"])
+    result = {"candidate": _measure(inputs["artifact"], ds)}
+    if inputs.get("baseline"):
+        result["baseline"] = _measure(inputs["baseline"], ds) | {"ref": inputs["baseline_ref"]}
+    return result
+
+
+def _measure(artifact: str, ds) -> dict[str, float]:
     from fer.evaluate import evaluate_split
     from fer.inference import Predictor
 
-    ds, predictor = _dataset(inputs["data_npz"], inputs["checksum"]), Predictor(inputs["artifact"], threads=0)
+    predictor = Predictor(artifact, threads=0)
     m = evaluate_split(predictor, ds["val"])
-    return {"val_acc": m["accuracy"], "val_f1": m["macro_f1"], "val_ece": m["ece"]}
+    out = {"val_acc": m["accuracy"], "val_f1": m["macro_f1"], "val_ece": m["ece"]}
+    if "feedback" in ds.splits and len(ds["feedback"]):
+        out["feedback_acc"] = evaluate_split(predictor, ds["feedback"])["accuracy"]
+    return out
 
 
 def model_tests_step(inputs: dict, out: Path) -> dict:
@@ -174,14 +199,23 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     if not data:
         raise ConfigError("no data: set data in the pipeline config, or pass --data / FER_DATA")
     train_config = str((base_dir / cfg.train_config).resolve())
+    reg = open_registry(cfg.registry, settings)
+    holder = _holder(reg, cfg.name)
+    init = None
+    if cfg.init:
+        from fer.onnx_import import resolve_init
+
+        init = str(resolve_init(f"{cfg.name}@production" if cfg.init == "production" else cfg.init, reg).resolve())
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
     t = step("train", data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
-             config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
-    e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"])
+             config_sha=_file_hash(train_config), train=cfg.train,
+             init=init, init_sha=_file_hash(init))  # fmt: skip
+    e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
+             baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,
+             baseline_sha=holder and _file_hash(str(holder.path)))  # fmt: skip
     mt = step("model_tests", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
               ferplus=cfg.ferplus, limit=cfg.model_tests_limit)  # fmt: skip
-    reg = open_registry(cfg.registry, settings)
     # A re-run with the same artifact finds its version instead of registering it again.
     mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None)
     mv = mv or reg.register(cfg.name, Path(t["artifact"]), source_run=t["artifact"], tags=["pipeline"])
@@ -189,11 +223,21 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     if cfg.promote:
         report = json.loads(Path(mt["report"]).read_text())
         try:
-            reg.promote(cfg.name, mv.version, model_tests=report)
+            reg.promote(cfg.name, mv.version, model_tests=report, evaluation=e)
             summary["promoted"] = True
         except PromotionRefused as err:
             summary |= {"promoted": False, "refused": str(err)}
     return summary
+
+
+def _holder(reg, name: str):
+    """The version holding production now, or None (a first model, or a new name)."""
+    from fer.registry import ModelNotFound
+
+    try:
+        return reg.resolve(f"{name}@production")
+    except ModelNotFound:
+        return None
 
 
 def _file_hash(path: str | None) -> str | None:

@@ -71,6 +71,8 @@ class ModelRegistry(Protocol):
         alias: str = "production",
         force: bool = False,
         model_tests: dict[str, Any] | None = None,
+        reason: str | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion: ...
     def rollback(self, name: str, alias: str = "production") -> ModelVersion: ...
 
@@ -145,6 +147,35 @@ def gate(
             f"refusing to promote {name}@{version} to {alias!r}: its {GATE_METRIC} {shown} is below "
             f"{name}@{current_version}'s {current_metric:.4f} (use --force to promote anyway)"
         )
+
+
+def gate_measured(
+    name: str, version: int, alias: str, current_version: int | None, evaluation: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The gate on numbers measured side by side (`fer pipeline`'s evaluate step), not stored ones.
+
+    `evaluation` is {"candidate": {metric: value}, "baseline": {"ref": ..., metric: value}}: the
+    candidate and the holder measured on one machine and the same data (FER-2013 validation, and
+    the feedback hold-out where there is one). It decides on val_acc, and reports every metric.
+    Returns the report, or None when it does not apply (no holder measured, or not the holder).
+
+    Raises:
+        PromotionRefused: the candidate's measured val_acc is below the holder's; all metrics shown.
+    """
+    base = evaluation.get("baseline")
+    if current_version is None or not base or base.get("ref") != f"{name}@{current_version}":
+        return None
+    cand = evaluation["candidate"]
+    shown = ", ".join(
+        f"{k} {cand[k]:.4f} vs {base[k]:.4f}" for k in sorted(cand) if isinstance(base.get(k), int | float)
+    )
+    report = {"measured": True, "candidate": cand, "baseline": base, "summary": shown}
+    if cand[GATE_METRIC] < base[GATE_METRIC]:
+        raise PromotionRefused(
+            f"refusing to promote {name}@{version} to {alias!r}: measured against {name}@{current_version} "
+            f"on the same data, {shown} ({GATE_METRIC} decides; use --force to promote anyway)"
+        )
+    return report
 
 
 def gate_model_tests(name: str, version: int, alias: str, report: dict[str, Any] | None) -> None:

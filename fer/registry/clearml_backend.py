@@ -33,6 +33,7 @@ from fer.registry.base import (
     check_alias,
     check_name,
     gate,
+    gate_measured,
     gate_model_tests,
     parse_ref,
 )
@@ -214,23 +215,32 @@ class ClearMLRegistry:
         _rollback: bool = False,
         model_tests: dict[str, Any] | None = None,
         reason: str | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        """Tag and publish `version` as `alias`, untagging the previous holder (refuses a worse model)."""
+        """Tag and publish `version` as `alias`, untagging the previous holder (refuses a worse model).
+
+        With `evaluation` (see `gate_measured`) the side-by-side numbers decide and stay on the model.
+        """
         check_alias(alias)
         if not force:
             gate_model_tests(name, version, alias, model_tests)
         candidate = self._model(check_name(name), version)
         holders = [m for m in self._query(name, tags=[alias]) if m.id != candidate.id]
+        measured = None
         if holders and not force:
             current = max(holders, key=self._version_of)
-            gate(
-                name,
-                version,
-                as_metric(candidate.get_metadata(GATE_METRIC)),
-                alias,
-                self._version_of(current),
-                as_metric(current.get_metadata(GATE_METRIC)),
-            )
+            measured = evaluation and gate_measured(name, version, alias, self._version_of(current), evaluation)
+            if measured is None:
+                gate(
+                    name,
+                    version,
+                    as_metric(candidate.get_metadata(GATE_METRIC)),
+                    alias,
+                    self._version_of(current),
+                    as_metric(current.get_metadata(GATE_METRIC)),
+                )
+        if measured:
+            candidate.set_metadata(f"gate_{alias}", json.dumps(measured), v_type="str")
         if force and not _rollback:  # who overrode the gate, and why, stays on the model
             note = json.dumps({"forced_by": getpass.getuser(), "reason": reason, "alias": alias})
             candidate.set_metadata(f"forced_{alias}", note, v_type="str")

@@ -40,6 +40,7 @@ from fer.registry.base import (
     check_alias,
     check_name,
     gate,
+    gate_measured,
     gate_model_tests,
     parse_ref,
 )
@@ -254,12 +255,14 @@ class LocalRegistry:
         force: bool = False,
         model_tests: dict[str, Any] | None = None,
         reason: str | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Point `alias` at `version`.
 
         The gate: a candidate whose validation accuracy is below the current holder's, or whose
-        model tests failed, is refused unless `force`; the error says why. A forced promotion is
-        recorded in the history with who forced it and `reason`.
+        model tests failed, is refused unless `force`; the error says why. With `evaluation`
+        (both measured side by side, see `gate_measured`) the measured numbers decide and go into
+        the history. A forced promotion is recorded with who forced it and `reason`.
         """
         check_alias(alias)
         with self._lock(name):
@@ -270,16 +273,21 @@ class LocalRegistry:
                 return candidate
             if not force:
                 gate_model_tests(name, version, alias, model_tests)
+            measured = None
             if current is not None and not force:
-                gate(
-                    name,
-                    version,
-                    candidate.metrics.get(GATE_METRIC),
-                    alias,
-                    current,
-                    self.get(name, current).metrics.get(GATE_METRIC),
-                )
+                measured = evaluation and gate_measured(name, version, alias, current, evaluation)
+                if measured is None:
+                    gate(
+                        name,
+                        version,
+                        candidate.metrics.get(GATE_METRIC),
+                        alias,
+                        current,
+                        self.get(name, current).metrics.get(GATE_METRIC),
+                    )
             note = {"forced_by": getpass.getuser(), "reason": reason} if force else {}
+            if measured:
+                note["gate"] = measured
             self._set_alias(name, alias, version, "promote", **note)
         log.info("%s@%d is now %r (was %s)%s", name, version, alias, current, " (forced)" if force else "")
         return self.get(name, version)

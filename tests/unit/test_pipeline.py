@@ -31,7 +31,7 @@ def test_steps_run_cache_and_rerun_only_what_changed(session_csv, tmp_path):
     first = run(config)
     steps = first["steps"]
     assert [steps[s]["cached"] for s in ("data", "train", "evaluate", "model_tests")] == [False] * 4
-    assert steps["data"]["train_size"] == 140 and 0 <= steps["evaluate"]["val_acc"] <= 1
+    assert steps["data"]["train_size"] == 140 and 0 <= steps["evaluate"]["candidate"]["val_acc"] <= 1
     assert first["registered"] == "pipe@1"
     assert first["promoted"] is steps["model_tests"]["passed"]  # the gate followed the model tests
     if not first["promoted"]:
@@ -46,19 +46,10 @@ def test_steps_run_cache_and_rerun_only_what_changed(session_csv, tmp_path):
 
 
 def test_feedback_is_merged_into_training_only(session_csv, tmp_path):
-    import numpy as np
-    from conftest import synthetic_images
-    from PIL import Image
-
     from fer.config import Settings
     from fer.pipeline import load_pipeline_config, run_pipeline
 
-    x, y = synthetic_images(20, seed=5)
-    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    for i, (img, c) in enumerate(zip(x, y, strict=True)):  # what fer feedback export writes
-        part = "test" if i < 4 else "train"
-        (tmp_path / "fb" / part / labels[c]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(img)).save(tmp_path / "fb" / part / labels[c] / f"{i}.png")
+    _feedback_folder(tmp_path / "fb")
     (tmp_path / "train.yaml").write_text("epochs: 1\nprecision: fp32\nmodel: {arch: tiny}\n")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"data": str(session_csv), "feedback": str(tmp_path / "fb"),
                                                      "train_config": "train.yaml", "promote": False,
@@ -69,6 +60,52 @@ def test_feedback_is_merged_into_training_only(session_csv, tmp_path):
     # The 16 feedback crops outside its held-out part join Training; the 4 held out stay out.
     assert summary["steps"]["data"]["feedback_merged"] == 16 and summary["steps"]["data"]["train_size"] == 156
     assert "promoted" not in summary
+
+
+def _feedback_folder(root, n=20, seed=5, shift=0):
+    """What fer feedback export writes: <part>/<label>/<crop>.png, the first fifth held out."""
+    import numpy as np
+    from conftest import synthetic_images
+    from PIL import Image
+
+    x, y = synthetic_images(n, seed=seed)
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for i, (img, c) in enumerate(zip(x, y, strict=True)):
+        part = "test" if i < n // 5 else "train"
+        (root / part / labels[(c + shift) % 7]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(img)).save(root / part / labels[(c + shift) % 7] / f"{i}.png")
+    return root
+
+
+def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_holdout(session_csv, tmp_path):
+    from fer.artifact import read_meta
+    from fer.config import Settings, load_train_config
+    from fer.pipeline import load_pipeline_config, run_pipeline
+    from fer.registry import open_registry
+    from fer.train import fit
+
+    base = ["batch_size=32", "eval_batch_size=64", "precision=fp32", "model.arch=tiny"]
+    holder = fit(load_train_config(None, ["epochs=3", *base]), data_path=str(session_csv), run_dir=tmp_path / "p")
+    reg = open_registry(tmp_path / "reg")
+    reg.register("ft", holder.artifact_dir)
+    reg.promote("ft", 1, force=True, reason="test setup: the model to fine-tune")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
+                                                         "scheduler": "none"}}))  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "ft", "data": str(session_csv), "init": "production",
+                                                     "feedback": str(_feedback_folder(tmp_path / "fb")),
+                                                     "train_config": "train.yaml", "train": base, "promote": False,
+                                                     "registry": str(tmp_path / "reg"),
+                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
+    summary = run_pipeline(cfg, root, Settings.model_construct())
+    steps = summary["steps"]
+    assert steps["data"]["feedback_holdout"] == 4 and steps["data"]["feedback_merged"] == 16
+    meta = read_meta(steps["train"]["artifact"])
+    assert meta.fine_tuned_from["artifact"] == str(reg.resolve("ft@1").path.resolve())
+    cand, held = steps["evaluate"]["candidate"], steps["evaluate"]["baseline"]
+    assert held["ref"] == "ft@1" and {"val_acc", "feedback_acc"} <= set(cand) & set(held)
+    # At a learning rate of ~0 the fine-tune is its starting point: the same answers everywhere.
+    assert cand["val_acc"] == held["val_acc"] and cand["feedback_acc"] == held["feedback_acc"]
 
 
 def test_the_shipped_pipeline_config_validates_and_names_a_real_train_config():

@@ -125,3 +125,27 @@ def test_a_candidate_that_failed_its_model_tests_is_refused_unless_forced(reg, t
         reg.promote(NAME, 2, model_tests=failed)
     assert reg.resolve(f"{NAME}@production").version == 1
     assert reg.promote(NAME, 2, model_tests={"passed": True, "failed": []}).version == 2
+
+
+def test_numbers_measured_side_by_side_decide_over_the_stored_ones(reg, tmp_path):
+    # Stored: the candidate looks better (0.70 > 0.60). Measured on the same machine and data (the
+    # pipeline's evaluate step), it is worse on validation: the measured numbers decide, and the
+    # refusal shows the feedback hold-out too.
+    register(reg, tmp_path, 0.60, 0.70, 0.50)
+    reg.promote(NAME, 1)
+    worse = {"candidate": {"val_acc": 0.58, "feedback_acc": 0.9},
+             "baseline": {"ref": f"{NAME}@1", "val_acc": 0.61, "feedback_acc": 0.4}}  # fmt: skip
+    with pytest.raises(PromotionRefused, match=r"feedback_acc 0.9000 vs 0.4000, val_acc 0.5800 vs 0.6100"):
+        reg.promote(NAME, 2, evaluation=worse)
+    assert reg.resolve(f"{NAME}@production").version == 1
+    # Stored says worse (0.50), measured says better: promoted, and the report stays with it.
+    better = {"candidate": {"val_acc": 0.62, "feedback_acc": 0.8},
+              "baseline": {"ref": f"{NAME}@1", "val_acc": 0.61, "feedback_acc": 0.4}}  # fmt: skip
+    assert reg.promote(NAME, 3, evaluation=better).version == 3
+    if isinstance(reg, LocalRegistry):  # the ClearML backend keeps it in the model's metadata
+        assert reg.history(NAME)[-1]["gate"]["summary"] == "feedback_acc 0.8000 vs 0.4000, val_acc 0.6200 vs 0.6100"
+    # A comparison against some other version than the holder is not evidence: the stored gate runs.
+    reg.promote(NAME, 2, force=True, reason="test")
+    stale = better | {"baseline": better["baseline"] | {"ref": f"{NAME}@1"}}
+    with pytest.raises(PromotionRefused, match=r"val_acc 0.5000 is below"):
+        reg.promote(NAME, 3, evaluation=stale)
