@@ -105,6 +105,11 @@ class Metrics:
             buckets=MODEL_BUCKETS,
             registry=r,
         )
+        self.shadow_skipped = Counter(
+            "fer_shadow_skipped",
+            "Images the shadow model skipped because the server had no core to spare",
+            registry=r,
+        )
         self.shadow_info = Gauge(
             "fer_shadow_info",
             "The shadow model (value 1)",

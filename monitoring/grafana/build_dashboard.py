@@ -229,7 +229,8 @@ def dashboard() -> dict:
         series(
             "Shadow model",
             "The shadow candidate (FER_SHADOW_MODEL) on the same live faces: share of faces it answers "
-            "differently from production (alert FerShadowDisagrees above 25% for 30m) and its median confidence.",
+            "differently from production (alert FerShadowDisagrees above 25% for 30m), its median confidence, "
+            "and the share of images it skipped because the server had no core to spare.",
             [
                 target(
                     f'sum(rate(fer_shadow_predictions_total{{agreed="false"}}[{RATE}])) '
@@ -237,6 +238,12 @@ def dashboard() -> dict:
                     "disagreement",
                 ),
                 target(quantile(0.5, "fer_shadow_confidence"), "median confidence", ref="B"),
+                target(
+                    f"sum(rate(fer_shadow_skipped_total[{RATE}])) / (sum(rate(fer_shadow_skipped_total[{RATE}])) "
+                    f"+ sum(rate(fer_shadow_inference_duration_seconds_count[{RATE}])))",
+                    "skipped (busy)",
+                    ref="C",
+                ),
             ],
             (0, 36, 12, 8),
             unit="percentunit",

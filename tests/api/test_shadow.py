@@ -16,8 +16,10 @@ def metric(text: str, line_start: str) -> float:
 
 
 def test_a_shadow_model_answers_the_same_faces_after_the_response(tmp_path):
-    # The shipped fp32 parent (version 1) shadows the int8 production model.
-    settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), shadow_model="fer-resnet18@1")
+    # The shipped fp32 parent (version 1) shadows the int8 production model. A high in-flight
+    # limit: this test is about every face being compared (the busy skip is tested below).
+    settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), shadow_model="fer-resnet18@1",
+                        shadow_max_inflight=64)  # fmt: skip
     photo = (EXAMPLES / "group.jpg").read_bytes()
     with TestClient(create_app(settings)) as c:
 
@@ -34,6 +36,34 @@ def test_a_shadow_model_answers_the_same_faces_after_the_response(tmp_path):
     assert agreed / (agreed + disagreed) > 0.6  # int8 and its parent mostly agree
     assert 'fer_shadow_info{name="fer-resnet18",version="1"} 1.0' in text
     assert metric(text, "fer_shadow_inference_duration_seconds_count") == 24
+    assert metric(text, "fer_shadow_skipped_total") == 0
+
+
+def test_the_shadow_uses_only_spare_cores(tmp_path):
+    # One request at a time leaves cores to spare: every image is compared. With 8 at once and a
+    # limit of one photo in flight, the shadow steps aside for some (counted), and the images it
+    # did take are compared in full; no request fails either way.
+    photo = (EXAMPLES / "group.jpg").read_bytes()
+    settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), shadow_model="fer-resnet18@1",
+                        shadow_max_inflight=1)  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+
+        def one(_):
+            return c.post("/predict", files={"file": ("g.jpg", photo, "image/jpeg")}).status_code
+
+        assert [one(i) for i in range(4)] == [200] * 4
+        text = c.get("/metrics").text
+        assert metric(text, "fer_shadow_skipped_total") == 0
+        assert metric(text, "fer_shadow_inference_duration_seconds_count") == 4
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(one, range(40)))
+        text = c.get("/metrics").text
+    assert statuses == [200] * 40
+    skipped = metric(text, "fer_shadow_skipped_total")
+    compared = metric(text, "fer_shadow_inference_duration_seconds_count")
+    assert skipped > 0 and compared + skipped == 44
+    faces = sum(metric(text, f'fer_shadow_predictions_total{{agreed="{a}"}}') for a in ("true", "false"))
+    assert faces == compared * 3
 
 
 def test_a_shadow_that_cannot_load_is_refused_and_production_serves(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -14,6 +15,12 @@ from fer.serving.errors import ApiError
 from fer.serving.schemas import PredictionOut, errors
 
 router = APIRouter(tags=["predict"])
+
+
+class InFlight:
+    """Photos being decoded and analysed in this process now (changed on the event loop only)."""
+
+    photos = 0
 
 
 @router.post(
@@ -42,13 +49,23 @@ async def predict(
 
 
 def shadow_after(request: Request, background: BackgroundTasks):
-    """A hook that hands a share of answered faces to the shadow model, after the response."""
-    holder, metrics = request.app.state.holder, request.app.state.metrics
+    """A hook that hands a share of answered faces to the shadow model, after the response.
+
+    The shadow must never slow production down: when the response has gone and this process is
+    working on as many photos as it has cores (or `shadow_max_inflight`), it skips the image and
+    counts the skip, so under saturation the candidate costs nothing and its sample shrinks.
+    """
+    state = request.app.state
+    holder, metrics = state.holder, state.metrics
     shadow = holder.shadow
     if shadow is None or random.random() >= holder.shadow_share:
         return None
+    limit = state.settings.shadow_max_inflight or os.cpu_count() or 1
 
     def compare(crops, production: list[str]) -> None:
+        if InFlight.photos >= limit:
+            metrics.shadow_skipped.inc()
+            return
         t = time.perf_counter()
         probs = shadow.predictor.predict_proba(crops)
         answers = [shadow.predictor.labels[i] for i in probs.argmax(1)]
@@ -68,11 +85,14 @@ async def predict_upload(
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         return ApiError(413, "upload_too_large", f"upload exceeds the limit of {settings.max_upload_bytes:,} bytes"), {}
+    InFlight.photos += 1
     try:
         photo = await run_in_threadpool(decode_photo, data, settings.max_pixels)
+        analysis = (await run_in_threadpool(svc.analyze, photo.rgb)).scaled(photo)
     except ImageError as e:
         return ApiError(e.status, e.code, str(e)), {"error": e.code}
-    analysis = (await run_in_threadpool(svc.analyze, photo.rgb)).scaled(photo)
+    finally:
+        InFlight.photos -= 1
     metrics.record_analysis(analysis, "api")
     fields = {
         "faces": len(analysis.faces),
