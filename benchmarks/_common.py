@@ -31,8 +31,8 @@ def ms(samples: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def running_app(port: int, **env: str):
-    """`python app.py` on 127.0.0.1:`port` with extra FER_* settings, stopped afterwards.
+def running_app(port: int, cwd: Path = REPO, **env: str):
+    """`python app.py` (of the checkout `cwd`) on 127.0.0.1:`port` with extra FER_* settings, stopped afterwards.
 
     Yields the process and its cold start (seconds from launch to `/ready` answering 200).
     """
@@ -41,7 +41,7 @@ def running_app(port: int, **env: str):
     full_env = {**os.environ, "FER_PORT": str(port), "FER_LOG_LEVEL": "WARNING", "FER_UI": "false", **env}
     t = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "app.py"], cwd=cwd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         while True:

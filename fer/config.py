@@ -218,6 +218,8 @@ class Settings(BaseSettings):
     feedback_max_records: int = Field(10_000, ge=1)
     feedback_retention_days: float = Field(30.0, gt=0)
     detector_threshold: float = Field(0.7, gt=0, lt=1)
+    # The narrowest face looked for, in pixels; smaller finds smaller faces, with slower detection.
+    min_face_px: int | None = Field(None, ge=4)  # None: fer.faces.DEFAULT_MIN_FACE (24)
     max_faces: int = Field(64, ge=1)
     model_threads: int = Field(1, ge=0)
     batch_max_wait_ms: float = Field(0.0, ge=0, le=100)  # micro-batching across requests; 0 = off

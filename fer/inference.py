@@ -199,9 +199,10 @@ class EmotionService:
         max_faces: int = 64,
         batch_max_wait: float = 0.0,
         batch_max_size: int = 32,
+        min_face: int | None = None,
     ) -> EmotionService:
         """`batch_max_wait` > 0 turns on micro-batching across concurrent requests (fer.batching)."""
-        from fer.faces import FaceDetector
+        from fer.faces import DEFAULT_MIN_FACE, FaceDetector
 
         predictor = Predictor(artifact_dir, threads=threads, name=name, version=version)
         batcher = None
@@ -209,7 +210,8 @@ class EmotionService:
             from fer.batching import MicroBatcher
 
             batcher = MicroBatcher(predictor.predict_proba, batch_max_size, batch_max_wait)
-        return cls(predictor, FaceDetector(predictor.input_size, score_threshold, max_faces), batcher)
+        detector = FaceDetector(predictor.input_size, score_threshold, max_faces, min_face or DEFAULT_MIN_FACE)
+        return cls(predictor, detector, batcher)
 
     def close(self) -> None:
         if self.batcher is not None:

@@ -86,8 +86,8 @@ class YuNet:
 
         h, w = bgr.shape[:2]
         ph, pw = (h - 1) // 32 * 32 + 32, (w - 1) // 32 * 32 + 32
-        x = np.zeros((1, 3, ph, pw), np.float32)  # zero padding on the right and bottom, as OpenCV
-        x[0, :, :h, :w] = bgr.transpose(2, 0, 1)
+        # Zero padding on the right and bottom, as OpenCV does; then NCHW float32, values as they are.
+        x = cv2.dnn.blobFromImage(cv2.copyMakeBorder(bgr, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=0))
         outs = self.session.run(None, {"input": x})
         rows = []
         for i, s in enumerate(STRIDES):

@@ -47,6 +47,7 @@ def load_service(settings: Settings, mv=None) -> EmotionService:
             threads=settings.model_threads,
             score_threshold=settings.detector_threshold,
             max_faces=settings.max_faces,
+            min_face=settings.min_face_px,
             batch_max_wait=settings.batch_max_wait_ms / 1000,
             batch_max_size=settings.batch_max_size,
         )

@@ -46,3 +46,30 @@ def test_no_face_in_a_blank_image_and_small_images_are_crops():
 def test_boxes_are_clipped_to_the_image():
     assert _clip_box(-5, -5, 20, 20, 10, 10) == (0, 0, 10, 10)
     assert _clip_box(8, 8, 20, 20, 10, 10) == (8, 8, 2, 2)
+
+
+def test_detecting_at_the_min_face_scale_finds_what_full_scale_finds():
+    # The default detects at the scale where a 24 px face is 14 px (fer.faces.YUNET_MIN_FACE);
+    # min_face=8 detects at full scale (up to 640 px). Same faces, boxes within 8% of their size,
+    # and crops close enough that the emotion model gives the same answers.
+    from conftest import REPO
+
+    from fer.inference import Predictor
+
+    predictor = Predictor(REPO / "models" / "registry" / "fer-resnet18" / "versions" / "3")
+    for name in ("astronaut.jpg", "grace_hopper.jpg", "group.jpg"):
+        rgb = photo(name)
+        fast, full = FaceDetector(48).detect(rgb), FaceDetector(48, min_face=8).detect(rgb)
+        assert len(fast) == len(full) > 0, name
+        for a, b in zip(fast, full, strict=True):
+            assert np.abs(np.subtract(a.box, b.box)).max() <= 0.08 * max(b.box[2:]), (name, a.box, b.box)
+        labels = lambda faces: predictor.predict_proba(np.stack([f.crop for f in faces])).argmax(1).tolist()  # noqa: E731
+        assert labels(fast) == labels(full), name
+
+
+def test_a_face_below_min_face_is_still_found_when_asked_for():
+    # The group photo shrunk until its faces are ~15 px wide: too small for the default (24 px),
+    # found when min_face says so.
+    img = Image.fromarray(photo("group.jpg"))
+    small = np.asarray(img.resize((img.width // 4, img.height // 4), Image.LANCZOS))
+    assert len(FaceDetector(48, min_face=12).detect(small)) == 3

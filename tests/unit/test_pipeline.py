@@ -108,14 +108,16 @@ def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_ho
     assert cand["val_acc"] == held["val_acc"] and cand["feedback_acc"] == held["feedback_acc"]
 
 
-def test_the_shipped_pipeline_config_validates_and_names_a_real_train_config():
+@pytest.mark.parametrize("name", ["pipeline.yaml", "pipeline-finetune.yaml"])
+def test_the_shipped_pipeline_configs_validate_and_name_a_real_train_config(name):
     from conftest import REPO
 
     from fer.config import load_train_config
     from fer.pipeline import load_pipeline_config
 
-    cfg, base = load_pipeline_config(REPO / "experiments" / "pipeline.yaml")
+    cfg, base = load_pipeline_config(REPO / "experiments" / name)
     assert cfg.promote and cfg.train == [] and load_train_config(base / cfg.train_config).epochs >= 1
+    assert (cfg.init == "production") is (name == "pipeline-finetune.yaml")
 
 
 def test_the_clearml_pipeline_runs_offline_and_stores_each_step(session_csv, tmp_path, monkeypatch):
