@@ -101,8 +101,11 @@ class FaceDetector:
         cv2 = self._cv2
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_SIDE / max(h, w), YUNET_MIN_FACE / self.min_face)
+        # INTER_AREA's general (non-integer) path costs ~20x bilinear: 1.7 ms for 512 -> 299 px. Above
+        # half size bilinear barely aliases, so it does those; area averaging does real shrinking.
+        interpolation = cv2.INTER_LINEAR if scale > 0.5 else cv2.INTER_AREA
         small = (
-            cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
             if scale < 1
             else rgb
         )

@@ -73,6 +73,21 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
     return _decode(data, max_pixels, None).rgb
 
 
+def _jpeg_opencv(data: bytes, w: int, h: int, min_side: int | None) -> np.ndarray | None:
+    """RGB pixels of a JPEG by OpenCV, at the DCT reduction PIL's `draft` would pick; None if it fails."""
+    import cv2
+
+    reduce = 1
+    while min_side and reduce < 8 and max(w, h) / (reduce * 2) >= min_side:
+        reduce *= 2  # the largest 1/2, 1/4 or 1/8 that keeps the long side >= min_side
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]  # fmt: skip
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.ndim != 3:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Photo:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -98,6 +113,13 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Photo:
     except Exception:  # unreadable metadata of a broken file: the decode below says what is wrong
         orientation = 1
     full = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # upright, as exif_transpose makes it
+    if im.format == "JPEG" and im.mode == "RGB" and orientation == 1 and data[-2:] == b"\xff\xd9":
+        # The common upload: an upright, complete colour JPEG. OpenCV decodes it ~3x faster than
+        # PIL does here; everything else (and any JPEG OpenCV cannot read) takes the PIL path,
+        # which also owns the error messages (a missing end marker means truncated: PIL says so).
+        rgb = _jpeg_opencv(data, w, h, min_side)
+        if rgb is not None:
+            return Photo(rgb, *full)
     if min_side and im.format in ("JPEG", "MPO") and max(w, h) > 2 * min_side:
         ratio = min_side / max(w, h)
         im.draft("RGB", (max(1, round(w * ratio)), max(1, round(h * ratio))))  # a scale >= the size asked

@@ -84,7 +84,8 @@ def test_export_makes_a_dataset_that_training_reads(shipped_service, tmp_path):
     assert len(crops) == 5 and len({p.name for p in crops}) == 5  # 5 distinct faces, each once
     assert {p.parent.parent.name for p in crops} <= {"train", "test"}
     ds = load_dataset(out)
-    assert ds.layout == "folders" and len(ds["train"]) + len(ds["val"]) + len(ds["test"]) == 5
+    # Which part a crop lands in follows from its hash: with 5 crops the held-out part may be empty.
+    assert ds.layout == "folders" and sum(len(ds[s]) for s in ds.splits) == 5
     assert np.asarray(Image.open(crops[0])).shape == (48, 48)
     cfg = load_train_config(None, ["epochs=1", "batch_size=2", "model.arch=tiny", "precision=fp32"])
     assert fit(cfg, data=ds, run_dir=tmp_path / "run", export_onnx=False).metrics["epochs_run"] == 1
