@@ -208,8 +208,8 @@ class Settings(BaseSettings):
     # Shadow rollout: a candidate (name@version) sees a share of live faces after each answer.
     shadow_model: str | None = None
     shadow_share: float = Field(1.0, ge=0, le=1)
-    # The shadow only uses spare cores: with this many requests or more in flight it skips the
-    # face (counted in fer_shadow_skipped_total). 0 = the number of CPU cores.
+    # The shadow only uses spare cores: with this many other photos in progress it skips the
+    # image (counted in fer_shadow_skipped_total). 0 = all cores but one (at least 1).
     shadow_max_inflight: int = Field(0, ge=0)
     # Feedback (POST /feedback): off unless a folder is set; only face crops and labels are kept.
     feedback_dir: str | None = None

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from fer.config import Settings
 from fer.inference import EmotionService
 from fer.metrics import Metrics
+from fer.serving.shadow import ShadowWorker
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ModelHolder:
         self.service = service
         self.shadow: EmotionService | None = None  # a candidate answering the same faces, unseen
         self.shadow_share = settings.shadow_share  # the share of answers it sees; admin can change it
+        self.shadow_worker = ShadowWorker()  # where it runs: one low-priority thread
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
 
@@ -187,6 +189,7 @@ class ModelHolder:
         return {"status": "shadowing" if p else "off", "model": model, "share": self.shadow_share}
 
     async def stop(self) -> None:
+        self.shadow_worker.close()
         if self._poller is not None:
             self._poller.cancel()
             self._poller = None

@@ -51,27 +51,45 @@ async def predict(
 def shadow_after(request: Request, background: BackgroundTasks):
     """A hook that hands a share of answered faces to the shadow model, after the response.
 
-    The shadow must never slow production down: when the response has gone and this process is
-    working on as many photos as it has cores (or `shadow_max_inflight`), it skips the image and
-    counts the skip, so under saturation the candidate costs nothing and its sample shrinks.
+    The shadow must never slow production down, so it only takes spare cores: when this process
+    is already working on `shadow_max_inflight` other photos (default: all cores but one) as the
+    answer is ready, or again when its turn comes, it skips the image and counts the skip. What
+    it does run, it runs on one thread at the lowest CPU priority (fer.serving.shadow). Under
+    saturation the candidate then costs nothing; its sample shrinks.
     """
     state = request.app.state
     holder, metrics = state.holder, state.metrics
     shadow = holder.shadow
     if shadow is None or random.random() >= holder.shadow_share:
         return None
-    limit = state.settings.shadow_max_inflight or os.cpu_count() or 1
+    limit = state.settings.shadow_max_inflight or max(1, (os.cpu_count() or 1) - 1)
 
-    def compare(crops, production: list[str]) -> None:
+    def busy() -> bool:
         if InFlight.photos >= limit:
             metrics.shadow_skipped.inc()
+            return True
+        return False
+
+    def compare(crops, production: list[str]) -> None:
+        if busy():
             return
         t = time.perf_counter()
         probs = shadow.predictor.predict_proba(crops)
         answers = [shadow.predictor.labels[i] for i in probs.argmax(1)]
         metrics.record_shadow(answers, production, probs.max(1), time.perf_counter() - t)
 
-    return lambda analysis: background.add_task(compare, analysis.crops, [f.emotion for f in analysis.faces])
+    def after(analysis) -> None:
+        if busy():  # decided now, so a skipped image costs no task at all
+            return
+        crops, production = analysis.crops, [f.emotion for f in analysis.faces]
+
+        async def hand_off() -> None:  # after the response: to the shadow's low-priority thread
+            if not holder.shadow_worker.submit(compare, crops, production):
+                metrics.shadow_skipped.inc()  # its queue is full: the shadow is behind, drop
+
+        background.add_task(hand_off)
+
+    return after
 
 
 async def predict_upload(
