@@ -72,7 +72,8 @@ class FaceDetector:
         input_size: side of the square crop the emotion model expects.
         score_threshold: YuNet confidence; this int8 model's scores top out near 0.93, so 0.7.
         max_faces: cap on faces returned (largest first), to bound the cost of one request.
-        min_face: the narrowest face to find, in the image's pixels (sets the detection scale).
+        min_face: the narrowest face to find, in the pixels of the image given (which for a large
+            JPEG is the reduced decode the crops come from); it sets the detection scale.
     """
 
     def __init__(
@@ -101,14 +102,19 @@ class FaceDetector:
         cv2 = self._cv2
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_SIDE / max(h, w), YUNET_MIN_FACE / self.min_face)
-        # INTER_AREA's general (non-integer) path costs ~20x bilinear: 1.7 ms for 512 -> 299 px. Above
-        # half size bilinear barely aliases, so it does those; area averaging does real shrinking.
-        interpolation = cv2.INTER_LINEAR if scale > 0.5 else cv2.INTER_AREA
-        small = (
-            cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
-            if scale < 1
-            else rgb
-        )
+        if scale >= 1:
+            return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1.0
+        # INTER_AREA's general path costs ~10x bilinear: 1.7 ms for 512 -> 299 px, 13 ms for
+        # 2000 -> 640. Its exact 2x path is fast (1.1 ms for 2000 px), so: halve by area
+        # averaging while the image stays at least the target size (an odd last row or column
+        # dropped), then bilinear for the rest, which is under 2x, where it barely aliases.
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = rgb
+        while small.shape[1] // 2 >= size[0] and small.shape[0] // 2 >= size[1]:
+            hh, ww = small.shape[0] // 2, small.shape[1] // 2
+            small = cv2.resize(small[: 2 * hh, : 2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
+        if small.shape[1::-1] != size:
+            small = cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
         return cv2.cvtColor(small, cv2.COLOR_RGB2BGR), scale
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

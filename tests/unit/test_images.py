@@ -67,12 +67,12 @@ def test_upright_jpegs_take_the_opencv_path_with_the_same_pixels_and_reduction_a
     data = (EXAMPLES / "astronaut.jpg").read_bytes()
     ours, pil = decode_photo(data).rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert ours.shape == pil.shape and np.abs(ours.astype(int) - pil).mean() < 1.0  # two libjpeg builds
-    # A 12 MP photo: decoded at the reduction PIL's draft picks (1/2 keeps the long side >= 1280).
+    # A 12 MP photo: decoded at the reduction PIL's draft picks (1/4 keeps the long side >= 960).
     big = encode(Image.open(io.BytesIO(data)).resize((4000, 3000)), "JPEG", quality=90)
     photo = decode_photo(big)
     draft = Image.open(io.BytesIO(big))
-    draft.draft("RGB", (1280, 960))
-    assert photo.rgb.shape == (draft.size[1], draft.size[0], 3) == (1500, 2000, 3)
+    draft.draft("RGB", (960, 720))
+    assert photo.rgb.shape == (draft.size[1], draft.size[0], 3) == (750, 1000, 3)
     assert (photo.width, photo.height) == (4000, 3000)
     # Truncated (no end marker) still gets the PIL path's error, not a half-grey image.
     with pytest.raises(ImageError, match="corrupt or truncated"):
