@@ -15,6 +15,16 @@ def metric(text: str, line_start: str) -> float:
     return float(next(line for line in text.splitlines() if line.startswith(line_start)).rsplit(" ", 1)[1])
 
 
+GROUP = (EXAMPLES / "group.jpg").read_bytes()  # three faces
+
+
+def post_group(c, n: int, concurrency: int = 8) -> list[int]:
+    """POST the group photo `n` times, `concurrency` at once; the status codes."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda _: c.post("/predict", files={"file": ("g.jpg", GROUP, "image/jpeg")}).status_code,
+                             range(n)))  # fmt: skip
+
+
 def settled(c, handled: int, timeout: float = 120) -> str:
     """/metrics once the shadow has compared or skipped `handled` images (it runs on its own thread)."""
     import time
@@ -33,14 +43,8 @@ def test_a_shadow_model_answers_the_same_faces_after_the_response(tmp_path):
     # limit: this test is about every face being compared (the busy skip is tested below).
     settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), shadow_model="fer-resnet18@1",
                         shadow_max_inflight=64)  # fmt: skip
-    photo = (EXAMPLES / "group.jpg").read_bytes()
     with TestClient(create_app(settings)) as c:
-
-        def one(_):
-            return c.post("/predict", files={"file": ("g.jpg", photo, "image/jpeg")}).status_code
-
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(one, range(24)))
+        statuses = post_group(c, 24)
         text = settled(c, 24)
     assert statuses == [200] * 24
     agreed = metric(text, 'fer_shadow_predictions_total{agreed="true"}')
@@ -56,21 +60,15 @@ def test_the_shadow_uses_only_spare_cores(tmp_path):
     # One request at a time, with the shadow done before the next, leaves cores to spare: every
     # image is compared. With 8 at once and a limit of one photo in flight, the shadow steps aside
     # for some (counted), and the images it did take are compared in full; no request fails.
-    photo = (EXAMPLES / "group.jpg").read_bytes()
     settings = Settings(ui=False, registry_dir=str(tmp_path / "reg"), shadow_model="fer-resnet18@1",
                         shadow_max_inflight=1)  # fmt: skip
     with TestClient(create_app(settings)) as c:
-
-        def one(_):
-            return c.post("/predict", files={"file": ("g.jpg", photo, "image/jpeg")}).status_code
-
         for i in range(4):  # each waits for the shadow, as a server between visitors would
-            assert one(i) == 200
+            assert post_group(c, 1) == [200]
             text = settled(c, i + 1)
         assert metric(text, "fer_shadow_skipped_total") == 0
         assert metric(text, "fer_shadow_inference_duration_seconds_count") == 4
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(one, range(40)))
+        statuses = post_group(c, 40)
         text = settled(c, 44)
     assert statuses == [200] * 40
     skipped = metric(text, "fer_shadow_skipped_total")
