@@ -46,9 +46,10 @@ def measure(svc, name: str, data: bytes, n: int) -> None:
 
     from fer.images import decode_image, decode_photo
 
-    rgb = decode_photo(data).rgb
-    bgr, _ = svc.detector.detection_input(rgb)
-    crops = np.stack([f.crop for f in svc.detector.detect(rgb)])
+    photo = decode_photo(data)
+    rgb = photo.rgb
+    bgr, _ = svc.detector.detection_input(rgb, photo.pixel_scale)
+    crops = np.stack([f.crop for f in svc.detector.detect(rgb, photo.pixel_scale)])
     detect = median_ms(lambda: svc.detector.yunet.detect(bgr), n)
     models = detect + median_ms(lambda: svc.predictor.predict_proba(crops), n)
     print(f"{name}: YuNet on {bgr.shape[1]}x{bgr.shape[0]} {detect:.1f} ms (ONNX Runtime)", end="; ")
@@ -57,7 +58,7 @@ def measure(svc, name: str, data: bytes, n: int) -> None:
 
     def served():
         photo = decode_photo(data)
-        return svc.analyze(photo.rgb).scaled(photo)
+        return svc.analyze(photo.rgb, pixel_scale=photo.pixel_scale).scaled(photo)
 
     whole = median_ms(served, n)
     full = median_ms(lambda: svc.analyze(decode_image(data)), n)

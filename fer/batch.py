@@ -79,7 +79,7 @@ def analyze_file(service, path: Path, max_pixels: int, keep_image: bool = False)
         photo = decode_photo(data, max_pixels)
     except ImageError as e:
         return FileResult(path, error=e.code, detail=str(e))
-    drawn = service.analyze(photo.rgb)  # in the decoded (maybe reduced) image, for --annotate
+    drawn = service.analyze(photo.rgb, pixel_scale=photo.pixel_scale)  # in the decoded image, for --annotate
     return FileResult(path, drawn.scaled(photo), photo.rgb if keep_image else None, drawn=drawn)
 
 

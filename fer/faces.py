@@ -72,8 +72,8 @@ class FaceDetector:
         input_size: side of the square crop the emotion model expects.
         score_threshold: YuNet confidence; this int8 model's scores top out near 0.93, so 0.7.
         max_faces: cap on faces returned (largest first), to bound the cost of one request.
-        min_face: the narrowest face to find, in the pixels of the image given (which for a large
-            JPEG is the reduced decode the crops come from); it sets the detection scale.
+        min_face: the narrowest face to find, in pixels of the uploaded photo; it sets the
+            detection scale.
     """
 
     def __init__(
@@ -96,12 +96,16 @@ class FaceDetector:
         # YuNet on ONNX Runtime (fer.yunet): OpenCV's FaceDetectorYN decoding, half its time.
         self.yunet = YuNet(self.model_path, score_threshold, nms_threshold=0.3, top_k=5000)
 
-    def detection_input(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def detection_input(self, rgb: np.ndarray, pixel_scale: float = 1.0) -> tuple[np.ndarray, float]:
         """The BGR image YuNet sees for an RGB image, and its scale: the smaller of <= 640 px and
-        the scale at which a `min_face` face is still YUNET_MIN_FACE wide (never enlarged)."""
+        the scale at which a `min_face` face is still YUNET_MIN_FACE wide (never enlarged).
+
+        `pixel_scale` is how many pixels of the uploaded photo one pixel of `rgb` stands for (a
+        large JPEG decoded at 1/4: 4), so `min_face` means the same whether or not it was reduced.
+        """
         cv2 = self._cv2
         h, w = rgb.shape[:2]
-        scale = min(1.0, DETECT_SIDE / max(h, w), YUNET_MIN_FACE / self.min_face)
+        scale = min(1.0, DETECT_SIDE / max(h, w), YUNET_MIN_FACE * pixel_scale / self.min_face)
         if scale >= 1:
             return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1.0
         # INTER_AREA's general path costs ~10x bilinear: 1.7 ms for 512 -> 299 px, 13 ms for
@@ -117,11 +121,11 @@ class FaceDetector:
             small = cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
         return cv2.cvtColor(small, cv2.COLOR_RGB2BGR), scale
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in an (H, W, 3) uint8 RGB image, largest first."""
+    def detect(self, rgb: np.ndarray, pixel_scale: float = 1.0) -> list[Face]:
+        """Faces in an (H, W, 3) uint8 RGB image, largest first (`pixel_scale`: see detection_input)."""
         cv2 = self._cv2
         h, w = rgb.shape[:2]
-        bgr, scale = self.detection_input(rgb)
+        bgr, scale = self.detection_input(rgb, pixel_scale)
         rows = self.yunet.detect(bgr)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = []
@@ -164,11 +168,11 @@ class FaceDetector:
         crop = cv2.resize(sq, (self.input_size, self.input_size), interpolation=interp)
         return Face((x0, y0, side, side), 1.0, crop, None)
 
-    def faces_or_crop(self, rgb: np.ndarray) -> tuple[list[Face], bool]:
+    def faces_or_crop(self, rgb: np.ndarray, pixel_scale: float = 1.0) -> tuple[list[Face], bool]:
         """Detected faces; for a small image with none, the image itself. Returns (faces, is_crop)."""
         if max(rgb.shape[:2]) <= CROP_SIDE:
             return [self.whole_image(rgb)], True
-        faces = self.detect(rgb)
+        faces = self.detect(rgb, pixel_scale)
         if not faces and max(rgb.shape[:2]) <= CROP_MAX_SIDE:
             return [self.whole_image(rgb)], True
         return faces, False

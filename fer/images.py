@@ -50,6 +50,11 @@ class Photo:
         """Full-size pixels per decoded pixel, in x and y (1.0 unless decoded reduced)."""
         return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
 
+    @property
+    def pixel_scale(self) -> float:
+        """Full-size pixels per decoded pixel along the long side (what detection sizes go by)."""
+        return max(self.width, self.height) / max(self.rgb.shape[:2])
+
 
 def decode_photo(data: bytes, max_pixels: int = 40_000_000, min_side: int | None = REDUCED_SIDE) -> Photo:
     """`decode_image`, but a JPEG larger than twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale

@@ -217,21 +217,22 @@ class EmotionService:
         if self.batcher is not None:
             self.batcher.close()
 
-    def analyze(self, rgb: np.ndarray, try_rotations: bool = True) -> Analysis:
+    def analyze(self, rgb: np.ndarray, try_rotations: bool = True, pixel_scale: float = 1.0) -> Analysis:
         """Every face's emotion. A photo with no face found as it is is tried turned 90, 270 and 180
         degrees clockwise (sideways phone photos without an EXIF orientation tag); `rotation` says
         which turn was used. Video frames skip that (`try_rotations=False`): a frame without a
-        face is common there, and a video does not turn between frames."""
+        face is common there, and a video does not turn between frames. `pixel_scale`: photo
+        pixels per pixel of `rgb` (`Photo.pixel_scale` for a reduced decode)."""
         import time
 
         t0 = time.perf_counter()
-        faces, is_crop = self.detector.faces_or_crop(rgb)
+        faces, is_crop = self.detector.faces_or_crop(rgb, pixel_scale)
         rotation = 0
         if not faces and try_rotations:
             # YuNet finds some turned faces but not all; the turn whose faces score best is the
             # upright one (a face upside down can still be found, with a lower score).
             tries = [(rotate(rgb, d), d) for d in ROTATIONS]
-            found = [(self.detector.detect(img), img, d) for img, d in tries]
+            found = [(self.detector.detect(img, pixel_scale), img, d) for img, d in tries]
             best = max(found, key=lambda f: sum(x.score for x in f[0]))
             if best[0]:
                 faces, rgb, rotation = best

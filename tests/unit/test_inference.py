@@ -73,7 +73,7 @@ def test_reduced_scale_decoding_finds_the_same_faces(shipped_service, name):
     data = buf.getvalue()
     photo = decode_photo(data)
     assert max(photo.rgb.shape[:2]) < 4000 and (photo.width, photo.height) == big.size  # really reduced
-    reduced = shipped_service.analyze(photo.rgb).scaled(photo)
+    reduced = shipped_service.analyze(photo.rgb, pixel_scale=photo.pixel_scale).scaled(photo)  # as served
     full = shipped_service.analyze(decode_image(data))
     assert len(reduced.faces) == len(full.faces) >= 1 and (reduced.width, reduced.height) == (full.width, full.height)
     for r, f in zip(reduced.faces, full.faces, strict=True):

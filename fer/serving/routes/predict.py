@@ -106,7 +106,7 @@ async def predict_upload(
     InFlight.photos += 1
     try:
         photo = await run_in_threadpool(decode_photo, data, settings.max_pixels)
-        analysis = (await run_in_threadpool(svc.analyze, photo.rgb)).scaled(photo)
+        analysis = (await run_in_threadpool(svc.analyze, photo.rgb, True, photo.pixel_scale)).scaled(photo)
     except ImageError as e:
         return ApiError(e.status, e.code, str(e)), {"error": e.code}
     finally:
