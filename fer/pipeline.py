@@ -1,4 +1,4 @@
-"""The training pipeline (`fer pipeline`): data -> train -> evaluate -> model tests -> register -> promote.
+"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> evaluate -> model tests -> register -> promote.
 
 Each step has explicit inputs and outputs and is cached by the hash of its inputs (its own
 settings and the hashes of what it consumes), so a re-run after a change re-executes only the
@@ -32,6 +32,11 @@ class PipelineConfig(StrictModel):
     feedback: str | None = None  # an exported feedback dataset (fer feedback export) merged into Training
     train_config: str = "baseline.yaml"  # relative to this file
     train: list[str] = []  # --set style overrides of the train config
+    # Optional tuning before training: a study YAML (experiments/tune.yaml style, relative to this
+    # file) run on the pipeline's train config; its best lr, batch size and optimizer (and any
+    # other searched values) become train overrides (`train` still wins where it sets the same).
+    tune: str | None = None
+    tune_set: list[str] = []  # --set style overrides of the study, e.g. ["trials=10"]
     # Fine-tune instead of training from scratch: "production" (this name's production version),
     # a name@version, or an artifact folder. An int8 version fine-tunes its fp32 parent.
     init: str | None = None
@@ -125,6 +130,22 @@ def _dataset(npz: str, checksum: str):
     return Dataset(splits, npz, checksum, "pipeline")
 
 
+def tune_step(inputs: dict, out: Path) -> dict:
+    """An Optuna study over the train config (fer.tune), on the pipeline's data; its best values."""
+    import optuna
+
+    from fer.config import save_config
+    from fer.tune import load_tune_config, run_study, suggest
+
+    base = out / "base.yaml"  # the pipeline's train config as resolved: what the trials vary
+    save_config(load_train_config(inputs["train_config"], inputs["train"]), base)
+    cfg = load_tune_config(inputs["tune_config"], [*inputs["tune_set"], f"base_config={base}", f"output_dir={out}"])
+    result = run_study(cfg, data=_dataset(inputs["data_npz"], inputs["checksum"]))
+    best = suggest(optuna.trial.FixedTrial(result.best_params), cfg)
+    return {"best_value": result.best_value, "best_params": result.best_params, "overrides": best,
+            "complete": result.n_complete, "pruned": result.n_pruned}  # fmt: skip
+
+
 def train_step(inputs: dict, out: Path) -> dict:
     from fer.train import fit
 
@@ -173,6 +194,7 @@ def model_tests_step(inputs: dict, out: Path) -> dict:
 
 STEPS: dict[str, Callable[[dict, Path], dict]] = {
     "data": data_step,
+    "tune": tune_step,
     "train": train_step,
     "evaluate": evaluate_step,
     "model_tests": model_tests_step,
@@ -208,8 +230,15 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
         init = str(resolve_init(f"{cfg.name}@production" if cfg.init == "production" else cfg.init, reg).resolve())
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
+    steps, tuned = {"data": d}, []
+    if cfg.tune:
+        tune_config = str((base_dir / cfg.tune).resolve())
+        steps["tune"] = step("tune", data_npz=d["data_npz"], checksum=d["checksum"], tune_config=tune_config,
+                             tune_sha=_file_hash(tune_config), tune_set=cfg.tune_set, train_config=train_config,
+                             config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
+        tuned = steps["tune"]["overrides"]
     t = step("train", data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
-             config_sha=_file_hash(train_config), train=cfg.train,
+             config_sha=_file_hash(train_config), train=[*tuned, *cfg.train],
              init=init, init_sha=_file_hash(init))  # fmt: skip
     e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
              baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,
@@ -219,7 +248,7 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     # A re-run with the same artifact finds its version instead of registering it again.
     mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None)
     mv = mv or reg.register(cfg.name, Path(t["artifact"]), source_run=t["artifact"], tags=["pipeline"])
-    summary = {"steps": {"data": d, "train": t, "evaluate": e, "model_tests": mt}, "registered": mv.ref}
+    summary = {"steps": steps | {"train": t, "evaluate": e, "model_tests": mt}, "registered": mv.ref}
     if cfg.promote:
         report = json.loads(Path(mt["report"]).read_text())
         try:

@@ -265,8 +265,9 @@ def pipeline(
     clearml: Annotated[bool, typer.Option(help="run as a ClearML pipeline (offline session without a server)")] = False,
     queue: Annotated[str | None, typer.Option(help="with --clearml: run each step on this agent queue")] = None,
 ) -> None:
-    """Run the training pipeline: data, train, evaluate, model tests, register, promote through the
-    gate. Steps whose inputs did not change come from the cache. Prints the summary as JSON."""
+    """Run the training pipeline: data, tune (when the config names a study), train (or fine-tune,
+    with `init`), evaluate against production, model tests, register, promote through the gate.
+    Steps whose inputs did not change come from the cache. Prints the summary as JSON."""
     from fer.config import ConfigError
     from fer.data import DataError
     from fer.pipeline import load_pipeline_config, run_pipeline

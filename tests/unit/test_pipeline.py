@@ -62,6 +62,35 @@ def test_feedback_is_merged_into_training_only(session_csv, tmp_path):
     assert "promoted" not in summary
 
 
+def test_an_optional_tune_step_feeds_its_best_values_to_train(session_csv, tmp_path):
+    require_module("optuna", "tuning (requirements.txt)")
+    from fer.artifact import read_meta
+
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "batch_size": 32, "eval_batch_size": 64,
+                                                         "precision": "fp32", "model": {"arch": "tiny"}}))  # fmt: skip
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({"study_name": "pipe-tune", "trials": 2, "epochs": 1,
+                                                        "subset": 1.0, "pruner": "none",
+                                                        "search": {"lr": [0.001, 0.01], "batch_size": [16, 32],
+                                                                   "optimizer": ["adam", "sgd"]}}))  # fmt: skip
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"name": "tuned", "data": str(session_csv), "train_config": "train.yaml",
+                                      "tune": "tune.yaml", "promote": False, "model_tests_limit": 30,
+                                      "registry": str(tmp_path / "registry"),
+                                      "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    first = run(config)
+    tune, train = first["steps"]["tune"], first["steps"]["train"]
+    assert tune["complete"] == 2 and tune["cached"] is False and 0 <= tune["best_value"] <= 1
+    meta = read_meta(train["artifact"])  # the train step trained with the study's best values
+    assert meta.config["optim"]["lr"] == pytest.approx(tune["best_params"]["lr"])
+    assert meta.config["batch_size"] == tune["best_params"]["batch_size"]
+    assert meta.config["optim"]["name"] == tune["best_params"]["optimizer"]
+    again = run(config)
+    assert again["steps"]["tune"]["cached"] is True and again["steps"]["train"]["cached"] is True
+    # An explicit train override still wins over the tuned value.
+    pinned = run(config, 'train=["optim.name=adamw"]')
+    assert read_meta(pinned["steps"]["train"]["artifact"]).config["optim"]["name"] == "adamw"
+
+
 def _feedback_folder(root, n=20, seed=5, shift=0):
     """What fer feedback export writes: <part>/<label>/<crop>.png, the first fifth held out."""
     import numpy as np
