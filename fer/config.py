@@ -88,6 +88,11 @@ class TrainConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
 
+    @property
+    def view_crop(self) -> int:
+        """The side the network sees when random crops train it (0: the whole 48 px face)."""
+        return self.augment.crop if 0 < self.augment.crop < 48 else 0
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

@@ -143,6 +143,24 @@ def _check_agreement(net: nn.Module, onnx_path: Path, side: int) -> None:
     log.info("rebuilt %s from its ONNX graph (relative error %.2g)", onnx_path.parent, err)
 
 
+def init_network(cfg, labels: list[str]) -> tuple[nn.Module, ArtifactMeta]:
+    """The network a `TrainConfig` with `init` fine-tunes, checked against what `cfg` would train.
+
+    Raises:
+        ConfigError: another architecture, crop or label set than the config's.
+    """
+    from fer.config import ConfigError
+
+    model, parent = network_from_onnx(cfg.init)
+    if parent.arch != cfg.model.arch:
+        raise ConfigError(f"init {cfg.init} is a {parent.arch}, but the config trains {cfg.model.arch}")
+    if parent.policy.crop != cfg.view_crop:
+        raise ConfigError(f"init {cfg.init} sees {parent.policy.crop or 48} px; set augment.crop to match")
+    if list(parent.labels) != list(labels):
+        raise ConfigError(f"init {cfg.init} has labels {parent.labels}, not {list(labels)}")
+    return model, parent
+
+
 def freeze_batchnorm(net: nn.Module) -> list[nn.Module]:
     """Put every BatchNorm in eval mode (fixed statistics); call after each `net.train()`."""
     frozen = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -23,7 +23,7 @@ from fer.device import Batcher, autocast, seed_everything, select_device, use_bf
 from fer.evaluate import classification_metrics
 from fer.files import sha256_file
 from fer.model import build_model, clean_state_dict, code_state, save_artifact
-from fer.onnx_import import freeze_batchnorm, network_from_onnx
+from fer.onnx_import import freeze_batchnorm, init_network
 from fer.optim import build_optimizer, build_scheduler
 from fer.tracking import NullTracker, Tracker
 
@@ -127,20 +127,6 @@ def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> t
     return data, train, data["val"]
 
 
-def _init_network(cfg: TrainConfig):
-    """The network to fine-tune from `cfg.init`, checked against what `cfg` would train."""
-    from fer.config import ConfigError
-
-    model, parent = network_from_onnx(cfg.init)
-    if parent.arch != cfg.model.arch:
-        raise ConfigError(f"init {cfg.init} is a {parent.arch}, but the config trains {cfg.model.arch}")
-    if parent.policy.crop != (cfg.augment.crop if 0 < cfg.augment.crop < 48 else 0):
-        raise ConfigError(f"init {cfg.init} sees {parent.policy.crop or 48} px; set augment.crop to match")
-    if list(parent.labels) != list(LABELS):
-        raise ConfigError(f"init {cfg.init} has labels {parent.labels}, not {list(LABELS)}")
-    return model, parent
-
-
 def fit(
     cfg: TrainConfig,
     *,
@@ -191,7 +177,7 @@ def fit(
     mean = float(train.x.mean() / 255) if ckpt is None else ckpt["mean"]
     std = float(train.x.std() / 255) if ckpt is None else ckpt["std"]
     if cfg.init:
-        model, parent = _init_network(cfg)
+        model, parent = init_network(cfg, list(LABELS))
         mean, std = parent.normalize.mean, parent.normalize.std  # what the network learnt on
         model = model.to(device)
     else:
@@ -338,7 +324,7 @@ def fit(
         bf16=bf16,
         torch=torch.__version__,
         # A network trained on random crops is evaluated (above) and served on the centre crop.
-        policy=Policy(crop=cfg.augment.crop if 0 < cfg.augment.crop < 48 else 0),
+        policy=Policy(crop=cfg.view_crop),
         fine_tuned_from=None
         if parent is None
         else {"artifact": cfg.init, "name": parent.name, "onnx_sha256": sha256_file(Path(cfg.init) / ONNX_FILE)},
