@@ -80,3 +80,19 @@ class BatchAugment:
         ).unsqueeze(1)
         noise = torch.rand(x.shape, generator=self.g).to(dev)
         return torch.where(box, noise, x)
+
+
+def mixup(
+    x: torch.Tensor, target: torch.Tensor, alpha: float, rng, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixup (Zhang et al. 2018): blend the batch with a shuffled copy of itself, images and targets.
+
+    `target` is (B,) class indices or (B, C) distributions; the result is always (B, C). The
+    weight comes from Beta(alpha, alpha) and the shuffle from `rng` (the run's numpy generator),
+    so a resumed run mixes the same batches.
+    """
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
+    if target.dim() == 1:
+        target = F.one_hot(target, n_classes).float()
+    return lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]

@@ -33,6 +33,10 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # only for layouts without PublicTest
     subset: float = Field(1.0, gt=0, le=1.0)  # stratified fraction of Training (tuning budgets)
     seed: int = 0
+    # FER+ soft labels: train on the vote distribution of fer2013new.csv's ten annotators (joined
+    # by CSV row), mixed with the FER-2013 label as (1 - ferplus_weight) x label + ferplus_weight x votes.
+    ferplus: str | None = None
+    ferplus_weight: float = Field(1.0, ge=0, le=1)
 
 
 class AugmentConfig(StrictModel):
@@ -47,6 +51,9 @@ class AugmentConfig(StrictModel):
     # Train on random crop x crop windows of the face (0 = the whole image); evaluation then uses
     # the centre crop, and serving the artifact's test-time policy (ten-crop style averaging).
     crop: int = Field(0, ge=0, le=48)
+    # mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself, images and
+    # targets alike, by a weight drawn from Beta(mixup, mixup); 0 disables it.
+    mixup: float = Field(0.0, ge=0)
 
 
 class ModelConfig(StrictModel):

@@ -251,6 +251,56 @@ def _load_folders(root: Path, val_fraction: float, seed: int) -> Dataset:
     return Dataset(found, str(root), h.hexdigest(), "folders")
 
 
+# --- FER+ labels (fer2013new.csv) ------------------------------------------------------------------
+
+# FER+ vote columns in FER-2013 label order; contempt, unknown and NF (not a face) are not ours.
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+
+
+def ferplus_votes(path: Path, rows: np.ndarray) -> np.ndarray:
+    """FER+ annotators' votes (N, 7) in FER-2013 class order, for the given CSV row positions.
+
+    Joined by row position, as the data README requires (the file's image names stop being row
+    indices after row 59).
+    """
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        try:
+            idx = [header.index(c) for c in FERPLUS_COLUMNS]
+        except ValueError:
+            raise DataError(f"{path}: not a FER+ label file (columns {', '.join(FERPLUS_COLUMNS)} expected)") from None
+        votes = np.asarray([[int(row[i] or 0) for i in idx] for row in reader])
+    if len(rows) and rows.max() >= len(votes):
+        raise DataError(f"{path}: {len(votes)} rows, but the data has row {rows.max()}")
+    return votes[rows]
+
+
+def soft_targets(data: Dataset, split: Split, ferplus: Path, weight: float) -> np.ndarray:
+    """(N, 7) float32 training targets: (1 - weight) x the FER-2013 label + weight x the FER+ vote shares.
+
+    FER+ had ten annotators relabel every FER-2013 image; their vote distribution is a softer,
+    less noisy target than the one original label. Images whose votes hold none of our seven
+    emotions (all contempt, unknown or not-a-face) keep their one-hot label.
+
+    Raises:
+        DataError: the data is not the FER-2013 CSV (FER+ joins by CSV row), or the FER+ file has
+            a different number of rows than that CSV.
+    """
+    if data.layout != "csv":
+        raise DataError("FER+ soft labels join by FER-2013 CSV row: they need the CSV layout, not image folders")
+    n_rows = sum(len(s) for s in data.splits.values())
+    votes = ferplus_votes(Path(ferplus), split.rows).astype(np.float32)
+    with open(ferplus, newline="") as f:
+        ferplus_rows = sum(1 for _ in f) - 1
+    if ferplus_rows != n_rows:
+        raise DataError(f"{ferplus}: {ferplus_rows} rows, but {data.source} has {n_rows}: not its FER+ labels")
+    onehot = np.eye(len(LABELS), dtype=np.float32)[split.y]
+    total = votes.sum(1, keepdims=True)
+    shares = np.where(total > 0, votes / np.maximum(total, 1), onehot)
+    return ((1 - weight) * onehot + weight * shares).astype(np.float32)
+
+
 # --- splits and batches --------------------------------------------------------------------------
 
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from fer.data import FERPLUS_COLUMNS
 
-# FER+ vote columns (fer2013new.csv) in FER-2013 label order; contempt/unknown/NF are not ours.
-FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+log = logging.getLogger(__name__)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -75,18 +74,6 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> tupl
         ece += m.mean() * abs(acc - avg_conf)
         bins.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()), "accuracy": acc, "confidence": avg_conf})
     return float(ece), bins
-
-
-def ferplus_votes(path: Path, rows: np.ndarray) -> np.ndarray:
-    """FER+ annotators' votes (N, 7) in FER-2013 class order, for the given CSV row positions."""
-    import csv
-
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        idx = [header.index(c) for c in FERPLUS_COLUMNS]
-        votes = [[int(row[i] or 0) for i in idx] for row in reader]
-    return np.asarray(votes)[rows]
 
 
 def ferplus_majority(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -78,7 +78,7 @@ def check(name: str, value: float, threshold: float, higher_is_better: bool, **e
 
 def clear_faces(ferplus: Path, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Indices whose FER-2013 label has at least CLEAR_VOTES of the FER+ annotators' votes."""
-    from fer.evaluate import ferplus_votes
+    from fer.data import ferplus_votes
 
     votes = ferplus_votes(ferplus, rows)
     return np.flatnonzero(votes[np.arange(len(y)), y] >= CLEAR_VOTES)

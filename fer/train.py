@@ -15,10 +15,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fer.artifact import ONNX_FILE, ArtifactMeta, Normalize, Policy
-from fer.augment import BatchAugment
+from fer.augment import BatchAugment, mixup
 from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
 from fer.config import TrainConfig, save_config
-from fer.data import LABELS, Dataset, Split, iterate_batches, load_dataset, num_batches, stratified_indices
+from fer.data import (
+    LABELS,
+    Dataset,
+    Split,
+    iterate_batches,
+    load_dataset,
+    num_batches,
+    soft_targets,
+    stratified_indices,
+)
 from fer.device import Batcher, autocast, seed_everything, select_device, use_bf16
 from fer.evaluate import classification_metrics
 from fer.files import sha256_file
@@ -51,7 +60,13 @@ def train_one_epoch(
     rng: np.random.Generator,
     bf16: bool,
     desc: str = "train",
+    targets: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """One pass over `split`; `targets` (N, C) are soft labels (FER+ votes) instead of `split.y`.
+
+    With `cfg.augment.mixup`, each batch is blended with a shuffled copy of itself (images and
+    target distributions alike). Training accuracy counts against the original labels.
+    """
     model.train()
     if cfg.init:
         freeze_batchnorm(model)  # a network rebuilt from ONNX has its BatchNorm folded away
@@ -65,12 +80,16 @@ def train_one_epoch(
         dynamic_ncols=True,
         mininterval=1.0,
     )
+    alpha = cfg.augment.mixup if cfg.augment.enabled else 0.0
     for idx in bar:
         x = batcher(split.x[idx])
         y = torch.from_numpy(split.y[idx]).to(batcher.device)
+        target = y if targets is None else torch.from_numpy(targets[idx]).to(batcher.device)
+        if alpha:
+            x, target = mixup(x, target, alpha, rng, len(LABELS))
         with autocast(batcher.device, bf16):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -162,6 +181,7 @@ def fit(
         cfg = TrainConfig.model_validate(ckpt["config"])
         log.info("resuming %s from epoch %d of %d", run_dir, ckpt["epoch"] + 2, cfg.epochs)
     data, train, val = _prepare(cfg, data, data_path)
+    targets = soft_targets(data, train, Path(cfg.data.ferplus), cfg.data.ferplus_weight) if cfg.data.ferplus else None
     gen = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.threads:
@@ -250,6 +270,7 @@ def fit(
                 rng,
                 bf16,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                targets=targets,
             )
             val_m, cm = evaluate_epoch(model, val, eval_batcher, cfg, bf16)
             metrics |= val_m | {"epoch_time_s": time.time() - te}

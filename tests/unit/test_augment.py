@@ -77,3 +77,24 @@ def test_random_crops_are_windows_of_the_face():
         assert err < 0.01  # the same pixels, up to sub-pixel interpolation
         offsets.add((dy, dx))
     assert len(offsets) > 4  # and from many places, not always the centre
+
+
+def test_mixup_blends_images_and_targets_by_one_weight():
+    import numpy as np
+
+    from fer.augment import mixup
+
+    x, y = _batch(), torch.arange(32) % 7
+    mixed, target = mixup(x, y, 0.4, np.random.default_rng(3), 7)
+    assert target.shape == (32, 7)
+    torch.testing.assert_close(target.sum(1), torch.ones(32))
+    # Replay the draw: the images and the targets are blended with the same weight and partner.
+    rng = np.random.default_rng(3)
+    lam, perm = rng.beta(0.4, 0.4), rng.permutation(32)
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
+    onehot = torch.nn.functional.one_hot(y, 7).float()
+    torch.testing.assert_close(target, lam * onehot + (1 - lam) * onehot[perm])
+    # Soft targets (FER+ votes) mix the same way and stay distributions.
+    soft = torch.softmax(torch.randn(32, 7, generator=torch.Generator().manual_seed(0)), 1)
+    _, mixed_soft = mixup(x, soft, 0.4, np.random.default_rng(3), 7)
+    torch.testing.assert_close(mixed_soft, lam * soft + (1 - lam) * soft[perm])

@@ -156,3 +156,53 @@ def test_non_numeric_pixel(tmp_path):
     body = f"0,{GOOD},Training\n1,{' '.join(['5'] * 2303)} abc,Training\n"
     with pytest.raises(DataError, match="line 3: pixel values must be integers"):
         parse_csv(_bad_csv(tmp_path, body))
+
+
+def write_ferplus(path, votes):
+    """A fer2013new.csv: header, then one line of 10 vote counts per FER-2013 row."""
+    lines = ["Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"]
+    lines += [f"Training,fer{i:07d}.png," + ",".join(map(str, v)) for i, v in enumerate(votes)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ferplus_soft_targets_join_by_row(tmp_path, tiny_csv):
+    from fer.data import soft_targets
+
+    ds = load_dataset(tiny_csv, cache_dir=tmp_path / "c")
+    n = sum(len(s) for s in ds.splits.values())
+    # FER+ columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF.
+    votes = [[0] * 10 for _ in range(n)]
+    votes[0][:] = [5, 5, 0, 0, 0, 0, 0, 0, 0, 0]  # half neutral, half happy
+    votes[1][7] = 10  # all contempt: none of our emotions
+    votes[2][4], votes[2][8] = 6, 4  # anger plus "unknown": the unknown votes do not count
+    fp = write_ferplus(tmp_path / "fer2013new.csv", votes)
+    train = ds["train"]
+    t = soft_targets(ds, train, fp, 1.0)
+    assert t.shape == (len(train), 7) and np.allclose(t.sum(1), 1)
+    pos = {int(r): i for i, r in enumerate(train.rows)}
+    neutral, happy, angry = LABELS.index("neutral"), LABELS.index("happy"), LABELS.index("angry")
+    assert t[pos[0], neutral] == pytest.approx(0.5) and t[pos[0], happy] == pytest.approx(0.5)
+    assert t[pos[1]].argmax() == train.y[pos[1]] and t[pos[1]].max() == 1  # keeps its own label
+    assert t[pos[2], angry] == 1
+    half = soft_targets(ds, train, fp, 0.5)
+    expected = 0.5 * np.eye(7)[train.y[pos[0]]] + 0.5 * t[pos[0]]
+    np.testing.assert_allclose(half[pos[0]], expected, atol=1e-6)
+    np.testing.assert_allclose(soft_targets(ds, train, fp, 0.0), np.eye(7)[train.y])
+
+
+def test_ferplus_soft_targets_refuse_a_file_of_another_dataset(tmp_path, tiny_csv):
+    from fer.data import soft_targets
+
+    ds = load_dataset(tiny_csv, cache_dir=tmp_path / "c")
+    short = write_ferplus(tmp_path / "short.csv", [[1] + [0] * 9] * 5)
+    with pytest.raises(DataError, match="rows"):
+        soft_targets(ds, ds["train"], short, 1.0)
+    n = sum(len(s) for s in ds.splits.values())
+    longer = write_ferplus(tmp_path / "long.csv", [[1] + [0] * 9] * (n + 3))
+    with pytest.raises(DataError, match="not its FER\\+ labels"):
+        soft_targets(ds, ds["train"], longer, 1.0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(DataError, match="not a FER\\+ label file"):
+        soft_targets(ds, ds["train"], bad, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from conftest import require_module
@@ -109,3 +110,31 @@ def test_a_finished_run_keeps_only_the_artifact(session_csv, tmp_path):
         callbacks=[lambda epoch, m: epoch == 1],
     )
     assert (tmp_path / "s" / "last.pt").is_file()
+
+
+def test_ferplus_soft_labels_are_what_the_network_learns(session_csv, tmp_path):
+    # FER+ votes that all name the *next* class, and a PublicTest labelled that way too: a loop
+    # that trains on the votes scores well there, one that trained on the CSV's labels scores ~0.
+    # mixup on top must not stop it learning.
+    from fer.data import Dataset, Split, load_dataset
+
+    ds = load_dataset(session_csv, cache_dir=tmp_path / "c")
+    n = sum(len(s) for s in ds.splits.values())
+    nxt = np.zeros(n, dtype=int)
+    for split in ds.splits.values():
+        nxt[split.rows] = (split.y + 1) % 7
+    col = [4, 5, 6, 1, 3, 2, 0]  # where each FER-2013 class (angry..neutral) sits among the 10 votes
+    lines = ["Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"]
+    for i in range(n):
+        votes = [0] * 10
+        votes[col[nxt[i]]] = 10
+        lines.append(f"Training,x{i}.png," + ",".join(map(str, votes)))
+    fp = tmp_path / "fer2013new.csv"
+    fp.write_text("\n".join(lines) + "\n")
+    val = ds["val"]
+    relabelled = Dataset({**ds.splits, "val": Split(val.x, nxt[val.rows], val.rows)}, ds.source, ds.checksum, "csv")
+    cfg = _cfg("epochs=6", "optim.lr=0.003", f"data.ferplus={fp}", "augment.mixup=0.2")
+    result = fit(cfg, data=relabelled, run_dir=tmp_path / "run", export_onnx=False, evaluate_test=False)
+    assert result.metrics["val_acc"] > 0.5
+    meta = json.loads((result.artifact_dir / "meta.json").read_text())
+    assert meta["config"]["data"]["ferplus"] == str(fp) and meta["config"]["augment"]["mixup"] == 0.2
