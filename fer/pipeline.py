@@ -1,4 +1,5 @@
-"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> evaluate -> model tests -> register -> promote.
+"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> [quantize] -> evaluate -> model tests ->
+register -> promote.
 
 Each step has explicit inputs and outputs and is cached by the hash of its inputs (its own
 settings and the hashes of what it consumes), so a re-run after a change re-executes only the
@@ -40,6 +41,10 @@ class PipelineConfig(StrictModel):
     # Fine-tune instead of training from scratch: "production" (this name's production version),
     # a name@version, or an artifact folder. An int8 version fine-tunes its fp32 parent.
     init: str | None = None
+    # int8 candidate (fer.quantize, calibrated on 1,000 Training images): it goes on when its
+    # PublicTest accuracy is within quantize_tolerance of the fp32 network's, else the fp32 one does.
+    quantize: bool = False
+    quantize_tolerance: float = Field(0.003, ge=0)
     ferplus: str | None = None  # fer2013new.csv, for the clear-faces model test
     model_tests_limit: int = Field(2000, ge=10)
     registry: str | None = None  # writable registry folder (else FER_REGISTRY_DIR)
@@ -156,6 +161,23 @@ def train_step(inputs: dict, out: Path) -> dict:
     return {"artifact": str(r.artifact_dir), "metrics": r.metrics}
 
 
+def quantize_step(inputs: dict, out: Path) -> dict:
+    """int8 of the trained network; the candidate is it, or the fp32 network where int8 loses accuracy."""
+    from fer.evaluate import measure_artifact
+    from fer.quantize import quantize_artifact
+
+    ds = _dataset(inputs["data_npz"], inputs["checksum"])
+    train = ds["train"]
+    pick = np.random.default_rng(0).choice(len(train), min(1000, len(train)), replace=False)
+    int8 = quantize_artifact(Path(inputs["artifact"]), out / "artifact", train.x[pick], parent=inputs["artifact"])
+    # The int8 card then holds the int8 file's own numbers; the fp32 file is measured the same way.
+    int8_acc = measure_artifact(int8, ds, "parent_training_time").metrics["val_acc"]
+    fp32_acc = _measure(inputs["artifact"], ds)["val_acc"]
+    keep = int8_acc >= fp32_acc - inputs["tolerance"]
+    return {"artifact": str(int8) if keep else inputs["artifact"], "kept": "int8" if keep else "fp32",
+            "fp32_val_acc": fp32_acc, "int8_val_acc": int8_acc}  # fmt: skip
+
+
 def evaluate_step(inputs: dict, out: Path) -> dict:
     """The candidate and the model it would replace, measured here on the same data.
 
@@ -196,6 +218,7 @@ STEPS: dict[str, Callable[[dict, Path], dict]] = {
     "data": data_step,
     "tune": tune_step,
     "train": train_step,
+    "quantize": quantize_step,
     "evaluate": evaluate_step,
     "model_tests": model_tests_step,
 }
@@ -240,15 +263,20 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     t = step("train", data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
              config_sha=_file_hash(train_config), train=[*tuned, *cfg.train],
              init=init, init_sha=_file_hash(init))  # fmt: skip
-    e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
+    steps["train"], candidate = t, t["artifact"]
+    if cfg.quantize:
+        steps["quantize"] = step("quantize", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
+                                 tolerance=cfg.quantize_tolerance)  # fmt: skip
+        candidate = steps["quantize"]["artifact"]
+    e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
              baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,
              baseline_sha=holder and _file_hash(str(holder.path)))  # fmt: skip
-    mt = step("model_tests", data_npz=d["data_npz"], checksum=d["checksum"], artifact=t["artifact"],
+    mt = step("model_tests", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
               ferplus=cfg.ferplus, limit=cfg.model_tests_limit)  # fmt: skip
     # A re-run with the same artifact finds its version instead of registering it again.
-    mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == t["artifact"]), None)
-    mv = mv or reg.register(cfg.name, Path(t["artifact"]), source_run=t["artifact"], tags=["pipeline"])
-    summary = {"steps": steps | {"train": t, "evaluate": e, "model_tests": mt}, "registered": mv.ref}
+    mv = next((v for v in reg.list(cfg.name) if v.card.get("source_run") == candidate), None)
+    mv = mv or reg.register(cfg.name, Path(candidate), source_run=candidate, tags=["pipeline"])
+    summary = {"steps": steps | {"evaluate": e, "model_tests": mt}, "registered": mv.ref}
     if cfg.promote:
         report = json.loads(Path(mt["report"]).read_text())
         try:

@@ -46,6 +46,10 @@ def test_the_pipeline_fine_tunes_the_shipped_production_model_with_feedback(fer2
     reg = open_registry(tmp_path / "reg")
     parent = read_meta(reg.resolve(f"fer-resnet18@{PRODUCTION_VERSION}").path).quantization["parent"]
     assert read_meta(steps["train"]["artifact"]).fine_tuned_from["artifact"] == str(reg.resolve(parent).path.resolve())
+    # The shipped config makes the candidate int8, as production is, unless int8 costs accuracy.
+    q = steps["quantize"]
+    assert abs(q["int8_val_acc"] - q["fp32_val_acc"]) < 0.01, q
+    assert q["kept"] == ("int8" if q["int8_val_acc"] >= q["fp32_val_acc"] - cfg.quantize_tolerance else "fp32")
     cand, held = steps["evaluate"]["candidate"], steps["evaluate"]["baseline"]
     assert held["ref"] == f"fer-resnet18@{PRODUCTION_VERSION}"
     # Fine-tuned, not retrained: after a few small steps it is still the production network.

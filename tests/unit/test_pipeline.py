@@ -91,6 +91,40 @@ def test_an_optional_tune_step_feeds_its_best_values_to_train(session_csv, tmp_p
     assert read_meta(pinned["steps"]["train"]["artifact"]).config["optim"]["name"] == "adamw"
 
 
+def test_an_optional_quantize_step_makes_the_candidate_int8_where_accuracy_holds(session_csv, tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    (tmp_path / "train.yaml").write_text("epochs: 2\nbatch_size: 32\nprecision: fp32\nmodel: {arch: tiny}\n")
+    spec = {
+        "name": "q",
+        "data": str(session_csv),
+        "train_config": "train.yaml",
+        "quantize": True,
+        "registry": str(tmp_path / "registry"),
+        "output_dir": str(tmp_path / "out"),
+        "model_tests_limit": 30,
+    }
+    config.write_text(yaml.safe_dump(spec))  # fmt: skip
+    first = run(config)
+    q = first["steps"]["quantize"]
+    assert q["cached"] is False and 0 <= q["int8_val_acc"] <= 1 and 0 <= q["fp32_val_acc"] <= 1
+    assert q["kept"] == ("int8" if q["int8_val_acc"] >= q["fp32_val_acc"] - 0.003 else "fp32")
+    from fer.registry import open_registry
+
+    mv = open_registry(tmp_path / "registry").resolve(first["registered"])
+    meta = json.loads((mv.path / "meta.json").read_text())
+    assert (meta.get("quantization") is not None) is (q["kept"] == "int8")
+    # What was evaluated and model-tested is what was registered.
+    assert mv.card["source_run"] == q["artifact"]
+    if q["kept"] == "int8":
+        assert meta["quantization"]["parent"] == first["steps"]["train"]["artifact"]
+        assert first["steps"]["evaluate"]["candidate"]["val_acc"] == pytest.approx(q["int8_val_acc"])
+    # No tolerance at all for a loss: an int8 that is worse by anything goes back to fp32.
+    strict = run(config, "quantize_tolerance=0")
+    sq = strict["steps"]["quantize"]
+    assert strict["steps"]["train"]["cached"] is True and sq["cached"] is False
+    assert sq["kept"] == ("int8" if sq["int8_val_acc"] >= sq["fp32_val_acc"] else "fp32")
+
+
 def _feedback_folder(root, n=20, seed=5, shift=0):
     """What fer feedback export writes: <part>/<label>/<crop>.png, the first fifth held out."""
     import numpy as np
