@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer.artifact import ONNX_FILE, ArtifactError, ArtifactMeta, read_meta
+from fer.artifact import ONNX_FILE, ArtifactError, ArtifactMeta, Policy, read_meta
 from fer.model import build_model, view_size
 
 log = logging.getLogger(__name__)
@@ -181,3 +181,15 @@ def resolve_init(ref: str, registry) -> Path:
         log.info("%s is int8; fine-tuning its fp32 parent %s", ref, parent)
         path = registry.resolve(parent).path
     return path
+
+
+def resolve_starts(ref: str, registry) -> tuple[list[Path], Policy]:
+    """The fp32 networks to fine-tune for `ref`, and the test-time policy they serve under.
+
+    One network for a single model; for an ensemble (`policy.members`), each member's, so that
+    fine-tuning it means fine-tuning every member and fusing them again under the same policy.
+    """
+    path = Path(ref) if Path(ref).is_dir() else registry.resolve(ref).path
+    policy = read_meta(path).policy
+    refs = policy.members or [ref]
+    return [resolve_init(m, registry) for m in refs], policy

@@ -1,5 +1,5 @@
-"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> [quantize] -> evaluate -> model tests ->
-register -> promote.
+"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> [quantize] -> [fuse] -> evaluate ->
+model tests -> register -> promote (train and quantize once per member when fine-tuning an ensemble).
 
 Each step has explicit inputs and outputs and is cached by the hash of its inputs (its own
 settings and the hashes of what it consumes), so a re-run after a change re-executes only the
@@ -178,6 +178,20 @@ def quantize_step(inputs: dict, out: Path) -> dict:
             "fp32_val_acc": fp32_acc, "int8_val_acc": int8_acc}  # fmt: skip
 
 
+def fuse_step(inputs: dict, out: Path) -> dict:
+    """The fine-tuned members fused into one graph (fer.ensemble) under the ensemble's test-time
+    policy (crops, flips), its temperature fitted again on PublicTest (fer.calibrate)."""
+    from fer.artifact import Policy
+    from fer.calibrate import calibrate_artifact
+    from fer.ensemble import fuse
+
+    fused = fuse([Path(m) for m in inputs["members"]], out / "fused", refs=inputs["members"])
+    policy = Policy.model_validate(inputs["policy"] | {"members": inputs["members"]})
+    ds = _dataset(inputs["data_npz"], inputs["checksum"])
+    r = calibrate_artifact(fused, out / "artifact", ds, parent="fused members", policy=policy)
+    return {"artifact": str(out / "artifact"), "temperature": r["temperature"], "val_ece": r["val_ece_after"]}
+
+
 def evaluate_step(inputs: dict, out: Path) -> dict:
     """The candidate and the model it would replace, measured here on the same data.
 
@@ -219,6 +233,7 @@ STEPS: dict[str, Callable[[dict, Path], dict]] = {
     "tune": tune_step,
     "train": train_step,
     "quantize": quantize_step,
+    "fuse": fuse_step,
     "evaluate": evaluate_step,
     "model_tests": model_tests_step,
 }
@@ -246,11 +261,15 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     train_config = str((base_dir / cfg.train_config).resolve())
     reg = open_registry(cfg.registry, settings)
     holder = _holder(reg, cfg.name)
-    init = None
+    # Fine-tuning an ensemble fine-tunes each member, then fuses them again under its policy.
+    inits: list[str | None] = [None]
+    start_policy = None
     if cfg.init:
-        from fer.onnx_import import resolve_init
+        from fer.onnx_import import resolve_starts
 
-        init = str(resolve_init(f"{cfg.name}@production" if cfg.init == "production" else cfg.init, reg).resolve())
+        ref = f"{cfg.name}@production" if cfg.init == "production" else cfg.init
+        starts, start_policy = resolve_starts(ref, reg)
+        inits = [str(p.resolve()) for p in starts]
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
     steps, tuned = {"data": d}, []
@@ -260,14 +279,23 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
                              tune_sha=_file_hash(tune_config), tune_set=cfg.tune_set, train_config=train_config,
                              config_sha=_file_hash(train_config), train=cfg.train)  # fmt: skip
         tuned = steps["tune"]["overrides"]
-    t = step("train", data_npz=d["data_npz"], checksum=d["checksum"], train_config=train_config,
-             config_sha=_file_hash(train_config), train=[*tuned, *cfg.train],
-             init=init, init_sha=_file_hash(init))  # fmt: skip
-    steps["train"], candidate = t, t["artifact"]
-    if cfg.quantize:
-        steps["quantize"] = step("quantize", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
-                                 tolerance=cfg.quantize_tolerance)  # fmt: skip
-        candidate = steps["quantize"]["artifact"]
+    members = []
+    for i, init in enumerate(inits):
+        n = "" if i == 0 else f"_{i + 1}"  # steps of the second member on: train_2, quantize_2, ...
+        steps[f"train{n}"] = step("train", data_npz=d["data_npz"], checksum=d["checksum"],
+                                  train_config=train_config, config_sha=_file_hash(train_config),
+                                  train=[*tuned, *cfg.train], init=init, init_sha=_file_hash(init))  # fmt: skip
+        member = steps[f"train{n}"]["artifact"]
+        if cfg.quantize:
+            steps[f"quantize{n}"] = step("quantize", data_npz=d["data_npz"], checksum=d["checksum"],
+                                         artifact=member, tolerance=cfg.quantize_tolerance)  # fmt: skip
+            member = steps[f"quantize{n}"]["artifact"]
+        members.append(member)
+    candidate = members[0]
+    if len(members) > 1:
+        steps["fuse"] = step("fuse", data_npz=d["data_npz"], checksum=d["checksum"], members=members,
+                             policy=start_policy.model_dump(mode="json"))  # fmt: skip
+        candidate = steps["fuse"]["artifact"]
     e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
              baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,
              baseline_sha=holder and _file_hash(str(holder.path)))  # fmt: skip

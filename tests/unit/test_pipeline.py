@@ -171,6 +171,46 @@ def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_ho
     assert cand["val_acc"] == held["val_acc"] and cand["feedback_acc"] == held["feedback_acc"]
 
 
+def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_its_policy(session_csv, tmp_path):
+    from fer.artifact import Policy, read_meta
+    from fer.calibrate import calibrate_artifact
+    from fer.config import Settings, load_train_config
+    from fer.data import load_dataset
+    from fer.ensemble import fuse
+    from fer.pipeline import load_pipeline_config, run_pipeline
+    from fer.registry import open_registry
+    from fer.train import fit
+
+    base = ["batch_size=32", "eval_batch_size=64", "precision=fp32", "model.arch=tiny"]
+    reg = open_registry(tmp_path / "reg")
+    for seed in (1, 2):
+        m = fit(load_train_config(None, ["epochs=2", f"seed={seed}", *base]), data_path=str(session_csv),
+                run_dir=tmp_path / f"m{seed}")  # fmt: skip
+        reg.register("ens", m.artifact_dir)
+    fused = fuse([reg.resolve(f"ens@{v}").path for v in (1, 2)], tmp_path / "fused", refs=["ens@1", "ens@2"])
+    ds = load_dataset(session_csv, cache_dir=tmp_path / "cache")
+    held = calibrate_artifact(fused, tmp_path / "cal", ds, "fused", Policy(flip=True, members=["ens@1", "ens@2"]))
+    reg.register("ens", tmp_path / "cal")
+    reg.promote("ens", 3, force=True, reason="test setup: the ensemble to fine-tune")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
+                                                         "scheduler": "none"}}))  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "ens", "data": str(session_csv), "init": "production",
+                                                     "train_config": "train.yaml", "train": base, "promote": False,
+                                                     "registry": str(tmp_path / "reg"), "model_tests_limit": 30,
+                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
+    summary = run_pipeline(cfg, root, Settings.model_construct())
+    steps = summary["steps"]
+    for name, start in (("train", "ens@1"), ("train_2", "ens@2")):  # each member from its own network
+        assert read_meta(steps[name]["artifact"]).fine_tuned_from["artifact"] == str(reg.resolve(start).path.resolve())
+    cand = read_meta(reg.resolve(summary["registered"]).path).policy
+    assert cand.flip is True and cand.members == [steps["train"]["artifact"], steps["train_2"]["artifact"]]
+    # At a learning rate of ~0 the members are their starts, so the temperature fitted again on the
+    # same PublicTest is the ensemble's, and the fused candidate answers as production does.
+    assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
+    assert steps["evaluate"]["candidate"]["val_acc"] == steps["evaluate"]["baseline"]["val_acc"]
+
+
 @pytest.mark.parametrize("name", ["pipeline.yaml", "pipeline-finetune.yaml"])
 def test_the_shipped_pipeline_configs_validate_and_name_a_real_train_config(name):
     from conftest import REPO
