@@ -184,6 +184,19 @@ def evaluate_split(predictor, split, policy=None, ferplus: Path | None = None) -
     return metrics
 
 
+def gate_metrics(artifact: Path | str, ds) -> dict[str, float]:
+    """What the promotion gate compares when it measures (`gate_measured`): PublicTest accuracy,
+    macro-F1 and ECE through the artifact's policy, and accuracy on a feedback hold-out if any."""
+    from fer.inference import Predictor
+
+    predictor = Predictor(artifact, threads=0)
+    m = evaluate_split(predictor, ds["val"])
+    out = {"val_acc": m["accuracy"], "val_f1": m["macro_f1"], "val_ece": m["ece"]}
+    if "feedback" in ds.splits and len(ds["feedback"]):
+        out["feedback_acc"] = evaluate_split(predictor, ds["feedback"])["accuracy"]
+    return out
+
+
 def measure_artifact(artifact: Path, ds, previous_key: str):
     """Replace an artifact's val/test metrics with those of its own model.onnx; keep the old ones.
 

@@ -163,7 +163,7 @@ def train_step(inputs: dict, out: Path) -> dict:
 
 def quantize_step(inputs: dict, out: Path) -> dict:
     """int8 of the trained network; the candidate is it, or the fp32 network where int8 loses accuracy."""
-    from fer.evaluate import measure_artifact
+    from fer.evaluate import gate_metrics, measure_artifact
     from fer.quantize import quantize_artifact
 
     ds = _dataset(inputs["data_npz"], inputs["checksum"])
@@ -172,7 +172,7 @@ def quantize_step(inputs: dict, out: Path) -> dict:
     int8 = quantize_artifact(Path(inputs["artifact"]), out / "artifact", train.x[pick], parent=inputs["artifact"])
     # The int8 card then holds the int8 file's own numbers; the fp32 file is measured the same way.
     int8_acc = measure_artifact(int8, ds, "parent_training_time").metrics["val_acc"]
-    fp32_acc = _measure(inputs["artifact"], ds)["val_acc"]
+    fp32_acc = gate_metrics(inputs["artifact"], ds)["val_acc"]
     keep = int8_acc >= fp32_acc - inputs["tolerance"]
     return {"artifact": str(int8) if keep else inputs["artifact"], "kept": "int8" if keep else "fp32",
             "fp32_val_acc": fp32_acc, "int8_val_acc": int8_acc}  # fmt: skip
@@ -198,23 +198,13 @@ def evaluate_step(inputs: dict, out: Path) -> dict:
     Stored metrics come from different machines (int8 answers depend on the CPU), so the gate
     compares these instead: FER-2013 validation and, when there is feedback, its hold-out part.
     """
+    from fer.evaluate import gate_metrics
+
     ds = _dataset(inputs["data_npz"], inputs["checksum"])
-    result = {"candidate": _measure(inputs["artifact"], ds)}
+    result = {"candidate": gate_metrics(inputs["artifact"], ds)}
     if inputs.get("baseline"):
-        result["baseline"] = _measure(inputs["baseline"], ds) | {"ref": inputs["baseline_ref"]}
+        result["baseline"] = gate_metrics(inputs["baseline"], ds) | {"ref": inputs["baseline_ref"]}
     return result
-
-
-def _measure(artifact: str, ds) -> dict[str, float]:
-    from fer.evaluate import evaluate_split
-    from fer.inference import Predictor
-
-    predictor = Predictor(artifact, threads=0)
-    m = evaluate_split(predictor, ds["val"])
-    out = {"val_acc": m["accuracy"], "val_f1": m["macro_f1"], "val_ece": m["ece"]}
-    if "feedback" in ds.splits and len(ds["feedback"]):
-        out["feedback_acc"] = evaluate_split(predictor, ds["feedback"])["accuracy"]
-    return out
 
 
 def model_tests_step(inputs: dict, out: Path) -> dict:

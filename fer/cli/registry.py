@@ -87,7 +87,9 @@ def registry_promote(
     """Point an alias (default production) at a version.
 
     The gate refuses a candidate whose validation accuracy is below the current holder's and,
-    with --data, one that fails its behavioural model tests (see fer test-model)."""
+    with --data, one that fails its behavioural model tests (see fer test-model). With --data the
+    candidate and the holder are also measured side by side on PublicTest on this machine, and
+    those numbers decide instead of the stored ones (int8 answers depend on the CPU)."""
     from fer.registry import RegistryError, parse_ref
 
     try:
@@ -97,16 +99,36 @@ def registry_promote(
         if force and not reason:
             fail('--force needs --reason "why the gate is overridden" (it is recorded with your user name)')
         reg = open_registry_for(registry)
-        report = None
+        report = evaluation = None
         if data and not force:
-            from fer.cli.infer import model_test_report
-
-            report = model_test_report(reg.resolve(ref).path, data, ferplus)
-            typer.echo(f"model tests: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
-        mv = reg.promote(name, version, alias, force=force, model_tests=report, reason=reason)
+            report, evaluation = _measured_gate(reg, ref, name, alias, data, ferplus)
+        mv = reg.promote(name, version, alias, force=force, model_tests=report, reason=reason, evaluation=evaluation)
     except RegistryError as e:
         fail(str(e))
     typer.echo(f"{mv.ref} is now {alias}")
+
+
+def _measured_gate(reg, ref: str, name: str, alias: str, data: str, ferplus: Path | None):
+    """The model-test report of `ref`, and it and the alias holder measured on PublicTest here."""
+    from fer.cli.infer import _fer2013, model_test_report
+    from fer.evaluate import gate_metrics
+    from fer.registry import ModelNotFound
+
+    ds = _fer2013(data)
+    candidate = reg.resolve(ref)
+    report = model_test_report(candidate.path, data, ferplus, ds=ds)
+    typer.echo(f"model tests: {'passed' if report['passed'] else 'FAILED: ' + ', '.join(report['failed'])}")
+    try:
+        holder = reg.resolve(f"{name}@{alias}")
+    except ModelNotFound:
+        return report, None
+    if holder.version == candidate.version:
+        return report, None
+    evaluation = {"candidate": gate_metrics(candidate.path, ds), "baseline": gate_metrics(holder.path, ds)}
+    evaluation["baseline"]["ref"] = holder.ref
+    c, b = evaluation["candidate"], evaluation["baseline"]
+    typer.echo(f"measured on PublicTest here: {ref} val_acc {c['val_acc']:.4f} vs {holder.ref} {b['val_acc']:.4f}")
+    return report, evaluation
 
 
 @registry_app.command("rollback")

@@ -69,3 +69,25 @@ def test_fer_test_model_prints_the_report_and_its_verdict(fer2013_csv, tmp_path)
     assert r.exit_code == 0, r.output
     assert "invariance/hflip" in r.output and "golden set: 0 of 300 answers differ" in r.output
     assert json.loads(out.read_text())["passed"] is True
+
+
+def test_promote_with_data_measures_candidate_and_holder_side_by_side(fer2013_csv, tmp_path):
+    # `fer registry promote --data` decides on numbers measured here, not on cards from other CPUs.
+    import shutil
+
+    from fer.cli import app
+    from fer.registry import open_registry
+
+    shutil.copytree(REPO / "models" / "registry", tmp_path / "reg")  # the shipped one stays untouched
+    reg = open_registry(tmp_path / "reg")
+    holder = reg.resolve("fer-resnet18@production")
+    same = reg.register("fer-resnet18", holder.path, source_run="the production network again")
+    r = CliRunner().invoke(
+        app, ["registry", "promote", same.ref, "--registry", str(tmp_path / "reg"), "--data", str(fer2013_csv)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "model tests: passed" in r.output and f"vs {holder.ref}" in r.output
+    gate = reg.history("fer-resnet18")[-1]["gate"]
+    assert gate["measured"] and gate["baseline"]["ref"] == holder.ref
+    assert gate["candidate"]["val_acc"] == gate["baseline"]["val_acc"]  # the same file, the same answers
+    assert reg.resolve("fer-resnet18@production").version == same.version
