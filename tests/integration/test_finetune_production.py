@@ -44,17 +44,30 @@ def test_the_pipeline_fine_tunes_the_shipped_production_model_with_feedback(fer2
     steps = summary["steps"]
     assert steps["data"]["feedback_merged"] == 48 and steps["data"]["feedback_holdout"] == 12
     reg = open_registry(tmp_path / "reg")
-    parent = read_meta(reg.resolve(f"fer-resnet18@{PRODUCTION_VERSION}").path).quantization["parent"]
-    assert read_meta(steps["train"]["artifact"]).fine_tuned_from["artifact"] == str(reg.resolve(parent).path.resolve())
-    # The shipped config makes the candidate int8, as production is, unless int8 costs accuracy.
-    q = steps["quantize"]
-    assert abs(q["int8_val_acc"] - q["fp32_val_acc"]) < 0.01, q
-    assert q["kept"] == ("int8" if q["int8_val_acc"] >= q["fp32_val_acc"] - cfg.quantize_tolerance else "fp32")
+    production = read_meta(reg.resolve(f"fer-resnet18@{PRODUCTION_VERSION}").path)
+    # An ensemble fine-tunes each member (train, train_2, ...); a single network is its own member.
+    for i, ref in enumerate(production.policy.members or [f"fer-resnet18@{PRODUCTION_VERSION}"]):
+        n = "" if i == 0 else f"_{i + 1}"
+        parent = reg.resolve(read_meta(reg.resolve(ref).path).quantization["parent"])
+        assert read_meta(steps[f"train{n}"]["artifact"]).fine_tuned_from["artifact"] == str(parent.path.resolve())
+        # The shipped config makes each member int8, as production's are, unless int8 costs accuracy.
+        q = steps[f"quantize{n}"]
+        assert abs(q["int8_val_acc"] - q["fp32_val_acc"]) < 0.01, q
+        assert q["kept"] == ("int8" if q["int8_val_acc"] >= q["fp32_val_acc"] - cfg.quantize_tolerance else "fp32")
+    if production.policy.members:  # fused again under production's policy, the temperature refitted
+        policy = read_meta(steps["fuse"]["artifact"]).policy
+        assert (policy.flip, policy.crop, policy.crops) == (production.policy.flip, production.policy.crop,
+                                                            production.policy.crops)  # fmt: skip
+        assert abs(policy.temperature - production.policy.temperature) < 0.2
     cand, held = steps["evaluate"]["candidate"], steps["evaluate"]["baseline"]
     assert held["ref"] == f"fer-resnet18@{PRODUCTION_VERSION}"
     # Fine-tuned, not retrained: after a few small steps it is still the production network.
     assert abs(cand["val_acc"] - held["val_acc"]) < 0.02 and cand["val_acc"] > 0.6
-    assert steps["model_tests"]["passed"], steps["model_tests"]["failed"]
+    # One epoch on 1% of Training may cost a behavioural check (seen: directional/fear on the
+    # ensemble); then the gate must refuse it for that, before comparing any accuracy.
+    if not steps["model_tests"]["passed"]:
+        assert summary["promoted"] is False and "model tests failed" in summary["refused"], summary
+        return
     # The gate decided on the side-by-side numbers, both metrics shown, whichever way it went.
     if summary["promoted"]:
         gate = reg.history("fer-resnet18")[-1]["gate"]
