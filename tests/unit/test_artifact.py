@@ -19,8 +19,12 @@ def test_shipped_artifacts_load_unchanged(version_dir):
     expected = raw.get("schema_version", 1)
     assert expected == (1 if int(version_dir.name) <= 2 else 3)
     meta = read_meta(version_dir)
-    assert meta.schema_version == expected and meta.arch == "resnet18_s2" and len(meta.labels) == 7
-    assert meta.policy.views == 1 and meta.policy.temperature == 1.0  # old metas read as a plain pass
+    assert meta.schema_version == expected and len(meta.labels) == 7
+    if meta.policy.members:  # version 6: a fused, calibrated ensemble of registered networks
+        assert meta.arch.startswith("ensemble of") and meta.policy.temperature != 1.0
+    else:
+        assert meta.arch == "resnet18_s2"
+        assert meta.policy.views == 1 and meta.policy.temperature == 1.0  # old metas read as a plain pass
     assert meta.normalize.std > 0 and 0 < meta.metrics["test_acc"] < 1
     check_files(version_dir)
 

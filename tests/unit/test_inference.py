@@ -7,7 +7,6 @@ import pytest
 from conftest import EXAMPLES
 from PIL import Image
 
-from fer.artifact import Policy
 from fer.inference import Box, FaceResult, Predictor
 
 
@@ -31,7 +30,8 @@ def test_probabilities_batching_and_flip_averaging(predictor):
     assert p.shape == (5, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
     assert np.allclose(predictor.predict_proba(x, batch_size=2), p, atol=1e-6)  # chunking changes nothing
     flipped = predictor.predict_proba(x[:, :, ::-1])
-    assert np.allclose(predictor.predict_proba(x, policy=Policy(flip=True)), (p + flipped) / 2, atol=1e-6)
+    mirrored = predictor.policy.model_copy(update={"flip": True})  # the model's own policy, plus the mirror
+    assert np.allclose(predictor.predict_proba(x, policy=mirrored), (p + flipped) / 2, atol=1e-6)
     assert predictor.predict_proba(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
 
 

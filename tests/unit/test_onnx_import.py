@@ -36,14 +36,24 @@ def test_the_shipped_fp32_network_is_rebuilt_exactly():
     assert got.argmax(1).tolist() == ref.argmax(1).tolist()
 
 
-def test_production_int8_resolves_to_its_fp32_parent_and_int8_itself_is_refused():
+def test_production_resolves_to_the_fp32_parent_of_each_member_and_int8_itself_is_refused():
+    from fer.onnx_import import resolve_starts
+
     reg = open_registry(SHIPPED)
     prod = reg.resolve("fer-resnet18@production")
-    parent = (read_meta(prod.path).quantization or {}).get("parent")
-    assert parent, f"version {PRODUCTION_VERSION} should record its fp32 parent"
-    assert resolve_init("fer-resnet18@production", reg) == reg.resolve(parent).path
-    with pytest.raises(ArtifactError, match="int8 graph; fine-tune its fp32 parent"):
-        network_from_onnx(prod.path)
+    refs = read_meta(prod.path).policy.members or [prod.ref]  # an ensemble: one start per member
+    starts, _ = resolve_starts("fer-resnet18@production", reg)
+    assert len(starts) == len(refs)
+    for ref, start in zip(refs, starts, strict=True):
+        member = reg.resolve(ref)
+        parent = (read_meta(member.path).quantization or {}).get("parent")
+        assert parent, f"{ref} (in production {PRODUCTION_VERSION}) should record its fp32 parent"
+        assert start == reg.resolve(parent).path == resolve_init(ref, reg)
+        with pytest.raises(ArtifactError, match="int8 graph; fine-tune its fp32 parent"):
+            network_from_onnx(member.path)
+    if len(refs) > 1:
+        with pytest.raises(ArtifactError, match="an ensemble graph"):
+            network_from_onnx(prod.path)
 
 
 def test_a_trained_artifact_round_trips_and_a_wrong_architecture_is_refused(trained_artifact, tmp_path):
