@@ -1,4 +1,4 @@
-"""The training loop: `train_one_epoch`, `evaluate_epoch` and `fit` (checkpoints, resume, artifact)."""
+"""A training run: `fit` (seeds, resume, checkpoints, tracking, the artifact) around `fer.epoch`'s passes."""
 
 from __future__ import annotations
 
@@ -11,28 +11,26 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fer.artifact import ONNX_FILE, ArtifactMeta, Normalize, Policy
-from fer.augment import BatchAugment, mixup
+from fer.augment import BatchAugment
 from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
 from fer.config import TrainConfig, save_config
 from fer.data import (
     LABELS,
     Dataset,
     Split,
-    iterate_batches,
     load_dataset,
     num_batches,
     soft_targets,
     stratified_indices,
 )
-from fer.device import Batcher, autocast, seed_everything, select_device, use_bf16
-from fer.evaluate import classification_metrics
+from fer.device import Batcher, seed_everything, select_device, use_bf16
+from fer.epoch import evaluate_epoch, train_one_epoch
 from fer.files import sha256_file
 from fer.model import build_model, clean_state_dict, code_state, save_artifact
-from fer.onnx_import import freeze_batchnorm, init_network
+from fer.onnx_import import init_network
 from fer.optim import build_optimizer, build_scheduler
 from fer.tracking import NullTracker, Tracker
 
@@ -48,90 +46,6 @@ class FitResult:
     artifact_dir: Path
     metrics: dict[str, Any]
     interrupted: bool = False
-
-
-def train_one_epoch(
-    model,
-    split: Split,
-    batcher: Batcher,
-    optimizer,
-    scheduler,
-    cfg: TrainConfig,
-    rng: np.random.Generator,
-    bf16: bool,
-    desc: str = "train",
-    targets: np.ndarray | None = None,
-) -> dict[str, float]:
-    """One pass over `split`; `targets` (N, C) are soft labels (FER+ votes) instead of `split.y`.
-
-    With `cfg.augment.mixup`, each batch is blended with a shuffled copy of itself (images and
-    target distributions alike). Training accuracy counts against the original labels.
-    """
-    model.train()
-    if cfg.init:
-        freeze_batchnorm(model)  # a network rebuilt from ONNX has its BatchNorm folded away
-    total_loss, correct, seen = 0.0, 0, 0
-    steps = num_batches(len(split), cfg.batch_size, drop_last=True)
-    bar = tqdm(
-        iterate_batches(len(split), cfg.batch_size, True, rng, drop_last=True),
-        total=steps,
-        desc=desc,
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    alpha = cfg.augment.mixup if cfg.augment.enabled else 0.0
-    for idx in bar:
-        x = batcher(split.x[idx])
-        y = torch.from_numpy(split.y[idx]).to(batcher.device)
-        target = y if targets is None else torch.from_numpy(targets[idx]).to(batcher.device)
-        if alpha:
-            x, target = mixup(x, target, alpha, rng, len(LABELS))
-        with autocast(batcher.device, bf16):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None and cfg.optim.scheduler == "onecycle":
-            scheduler.step()
-        n = len(idx)
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
-
-
-@torch.no_grad()
-def predict_probs(
-    model, x_u8: np.ndarray, batcher: Batcher, batch_size: int, bf16: bool, tta_flip: bool = False
-) -> np.ndarray:
-    """Class probabilities (N, C) as float32, optionally averaged with the mirrored image."""
-    model.eval()
-    out = []
-    for idx in iterate_batches(len(x_u8), batch_size, shuffle=False):
-        x = batcher(x_u8[idx])
-        with autocast(batcher.device, bf16):
-            p = model(x).float().softmax(1)
-            if tta_flip:
-                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
-        out.append(p.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
-
-
-def evaluate_epoch(
-    model, split: Split, batcher: Batcher, cfg: TrainConfig, bf16: bool, prefix: str = "val"
-) -> tuple[dict[str, float], list[list[int]]]:
-    probs = predict_probs(model, split.x, batcher, cfg.eval_batch_size, bf16)
-    y = split.y
-    eps = 1e-7
-    loss = float(-np.log(probs[np.arange(len(y)), y] + eps).mean())
-    m = classification_metrics(y, probs, LABELS)
-    return (
-        {f"{prefix}_loss": loss, f"{prefix}_acc": m["accuracy"], f"{prefix}_f1": m["macro_f1"]},
-        m["confusion_matrix"],
-    )
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
