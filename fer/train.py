@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from fer.artifact import ONNX_FILE, ArtifactMeta, Normalize, Policy
 from fer.augment import BatchAugment
-from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, save_best, save_last
+from fer.checkpoint import drop_checkpoints, load_best, load_checkpoint, restore_last, save_best, save_last
 from fer.config import TrainConfig, save_config
 from fer.data import (
     LABELS,
@@ -126,15 +126,8 @@ def fit(
     best_acc, best_epoch, start_epoch = -1.0, -1, 0
     best_state: dict[str, torch.Tensor] = {}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt.get("scheduler"):
-            scheduler.load_state_dict(ckpt["scheduler"])
-        history, best_acc, best_epoch = ckpt["history"], ckpt["best_acc"], ckpt["best_epoch"]
+        history, best_acc, best_epoch, start_epoch = restore_last(ckpt, model, optimizer, scheduler, rng, gen)
         best_state = load_best(run_dir) or best_state
-        start_epoch = ckpt["epoch"] + 1
-        rng.bit_generator.state = ckpt["np_rng"]
-        gen.set_state(ckpt["torch_rng"])
 
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
@@ -202,12 +195,11 @@ def fit(
                     save_best(run_dir, best_state)
                 tracker.log_confusion_matrix(cm, list(LABELS), step=epoch + 1)
             if checkpoints:
-                save_last(run_dir, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
-                    "history": history, "best_acc": best_acc, "best_epoch": best_epoch, "mean": mean, "std": std,
-                    "config": cfg.model_dump(mode="json"), "np_rng": rng.bit_generator.state,
-                    "torch_rng": gen.get_state()})  # fmt: skip
+                save_last(
+                    run_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, history=history,
+                    best_acc=best_acc, best_epoch=best_epoch, mean=mean, std=std,
+                    config=cfg.model_dump(mode="json"), rng=rng, gen=gen,
+                )  # fmt: skip
             epoch_bar.set_postfix(
                 loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}", best=f"{best_acc:.3f}"
             )
