@@ -15,12 +15,20 @@ import numpy as np
 from fer.artifact import ONNX_FILE, ArtifactError, read_meta, write_meta
 
 
+def _sliced(meta, first) -> bool:
+    """Whether `meta`'s centre-crop policy can run inside a graph that gets `first`'s whole-face input."""
+    p = meta.policy
+    return first.policy.crop in (0, meta.input_size) and p.crops == "center" and 0 < p.crop < meta.input_size
+
+
 def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: str | None = None) -> Path:
     """Write `out` (model.onnx + meta.json): the members' networks, probabilities averaged.
 
     Members must share labels, input size and the crop part of their policy (the views are made
-    once, outside the graph). Each may have its own normalisation: the graph takes the first
-    member's and maps it to each other member's with one multiply-add.
+    once, outside the graph), with one exception: when the first member sees the whole face, a
+    member trained on centre crops (`crop: 40`, `crops: center`) gets its window cut inside the
+    graph, so networks of both kinds can be fused. Each may have its own normalisation: the
+    graph takes the first member's and maps it to each other member's with one multiply-add.
 
     Raises:
         ArtifactError: fewer than two members, or members that disagree on labels, input or crops.
@@ -36,8 +44,13 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         for key in ("labels", "input_size"):
             if getattr(meta, key) != getattr(first, key):
                 raise ArtifactError(f"{m}: {key} differs from the first member's")
-        if (meta.policy.crop, meta.policy.crops) != (first.policy.crop, first.policy.crops):
-            raise ArtifactError(f"{m}: its crop policy differs from the first member's")
+        if (meta.policy.crop, meta.policy.crops) != (first.policy.crop, first.policy.crops) and not _sliced(
+            meta, first
+        ):
+            raise ArtifactError(
+                f"{m}: its crop policy differs from the first member's (only centre-crop members can follow a "
+                "whole-face first member)"
+            )
     n0 = first.normalize
     nodes, inits, opset, ir_version = [], [], None, None
     probs = []
@@ -55,8 +68,19 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         inits += [numpy_helper.from_array(a, f"m{i}__a"), numpy_helper.from_array(b, f"m{i}__b")]
         nodes += [
             helper.make_node("Mul", ["image", f"m{i}__a"], [f"m{i}__scaled"]),
-            helper.make_node("Add", [f"m{i}__scaled", f"m{i}__b"], [inp]),
+            helper.make_node(
+                "Add", [f"m{i}__scaled", f"m{i}__b"], [f"m{i}__normed"] if i and _sliced(meta, first) else [inp]
+            ),
         ]
+        if i and _sliced(meta, first):
+            # The window `fer.policy.views` would cut for this member on its own: the centre c x c.
+            c = meta.policy.crop
+            o = (meta.input_size - c) // 2
+            for key, value in (("starts", [o, o]), ("ends", [o + c, o + c]), ("axes", [2, 3])):
+                inits.append(numpy_helper.from_array(np.array(value, np.int64), f"m{i}__{key}"))
+            nodes.append(
+                helper.make_node("Slice", [f"m{i}__normed", f"m{i}__starts", f"m{i}__ends", f"m{i}__axes"], [inp])
+            )
         nodes += list(g.node)
         inits += list(g.initializer)
         nodes.append(helper.make_node("Softmax", [logits], [f"m{i}__probs"], axis=1))

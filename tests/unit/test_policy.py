@@ -109,6 +109,22 @@ def test_fused_ensemble_is_the_average_of_its_members(members, tmp_path):
     assert np.abs(ens.predict_proba(x) - expected).max() <= 1e-4
 
 
+def test_a_centre_crop_member_is_cut_inside_the_graph(members, session_csv, tmp_path):
+    from fer.ensemble import fuse
+    from fer.inference import Predictor
+
+    # A whole-face member first, then a crop-32 member: the fused graph takes the whole face and
+    # cuts the crop member's centre window itself.
+    whole = _fit(session_csv, tmp_path / "whole-run", seed=3)
+    fuse([whole, members[0]], tmp_path / "mixed", refs=["whole@1", "crop32@1"])
+    ens = Predictor(tmp_path / "mixed")
+    assert ens.policy.crop == 0 and ens.policy.members == ["whole@1", "crop32@1"]
+    x = np.random.default_rng(2).integers(0, 255, (9, 48, 48), dtype=np.uint8)
+    alone = [Predictor(m).predict_proba(x) for m in (whole, members[0])]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-2  # two different views of the face, not one twice
+    assert np.abs(ens.predict_proba(x) - np.mean(alone, axis=0)).max() <= 1e-4
+
+
 def test_fusing_refuses_members_that_disagree(members, tmp_path):
     from fer.ensemble import fuse
 
