@@ -108,10 +108,13 @@ def test_the_shipped_ensemble_is_the_average_of_its_registered_members():
     refs = production.policy.members
     assert len(refs) >= 2
     members = [Predictor(reg.resolve(ref).path, threads=1) for ref in refs]
+    # Each member counts as its own policy runs it (a crop-40 member on its centre window), untempered:
+    # the ensemble's temperature applies once, on top of the average.
+    assert all(m.policy.temperature == 1.0 and not m.policy.flip for m in members)
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (8, 48, 48), dtype=np.uint8)
     ramps = np.linspace(0, 255, 48)[None, None, :] * rng.uniform(0.2, 1, (8, 1, 1))  # smooth images too
     faces = np.concatenate([noise, np.broadcast_to(ramps, (8, 48, 48)).astype(np.uint8)])
     fused = softmax(production.logits(faces))
-    expected = np.mean([softmax(m.logits(faces)) for m in members], axis=0)
+    expected = np.mean([m.predict_proba(faces) for m in members], axis=0)
     np.testing.assert_allclose(fused, expected, atol=1e-4)
