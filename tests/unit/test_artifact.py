@@ -20,7 +20,7 @@ def test_shipped_artifacts_load_unchanged(version_dir):
     assert expected == (1 if int(version_dir.name) <= 2 else 3)
     meta = read_meta(version_dir)
     assert meta.schema_version == expected and len(meta.labels) == 7
-    if meta.policy.members:  # version 6: a fused, calibrated ensemble of registered networks
+    if meta.policy.members:  # versions 6 and 9: fused, calibrated ensembles of registered networks
         assert meta.arch.startswith("ensemble of") and meta.policy.temperature != 1.0
     else:
         assert meta.arch == "resnet18_s2"

@@ -62,7 +62,7 @@ def test_quantize_command_measures_and_the_result_registers(trained_artifact, se
 
 
 def test_shipped_production_model_is_the_int8_quantisation_of_version_1():
-    # Production is int8: itself, or (an ensemble, version 6) every network fused into it.
+    # Production is int8: itself, or (an ensemble, versions 6 and 9) every network fused into it.
     base = REPO / "models/registry/fer-resnet18/versions"
     prod = json.loads((base / PRODUCTION_VERSION / "meta.json").read_text())
     members = (prod.get("policy") or {}).get("members") or [f"fer-resnet18@{PRODUCTION_VERSION}"]
