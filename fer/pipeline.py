@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from fer.artifact import read_meta
 from fer.config import ConfigError, StrictModel, load_train_config
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,12 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     members = []
     for i, init in enumerate(inits):
         n = "" if i == 0 else f"_{i + 1}"  # steps of the second member on: train_2, quantize_2, ...
+        # A member keeps the window it was trained on (a crop-40 network fine-tunes on 40 px crops),
+        # whatever the shared fine-tuning config says: the input side belongs to the network.
+        own = [f"augment.crop={read_meta(init).policy.crop}"] if init else []
         steps[f"train{n}"] = step("train", data_npz=d["data_npz"], checksum=d["checksum"],
                                   train_config=train_config, config_sha=_file_hash(train_config),
-                                  train=[*tuned, *cfg.train], init=init, init_sha=_file_hash(init))  # fmt: skip
+                                  train=[*tuned, *cfg.train, *own], init=init, init_sha=_file_hash(init))  # fmt: skip
         member = steps[f"train{n}"]["artifact"]
         if cfg.quantize:
             steps[f"quantize{n}"] = step("quantize", data_npz=d["data_npz"], checksum=d["checksum"],

@@ -49,7 +49,10 @@ def test_the_pipeline_fine_tunes_the_shipped_production_model_with_feedback(fer2
     for i, ref in enumerate(production.policy.members or [f"fer-resnet18@{PRODUCTION_VERSION}"]):
         n = "" if i == 0 else f"_{i + 1}"
         parent = reg.resolve(read_meta(reg.resolve(ref).path).quantization["parent"])
-        assert read_meta(steps[f"train{n}"]["artifact"]).fine_tuned_from["artifact"] == str(parent.path.resolve())
+        tuned = read_meta(steps[f"train{n}"]["artifact"])
+        assert tuned.fine_tuned_from["artifact"] == str(parent.path.resolve())
+        # Each member keeps its own input window (version 9's third member sees 40x40 crops).
+        assert tuned.policy.crop == read_meta(parent.path).policy.crop
         # The shipped config makes each member int8, as production's are, unless int8 costs accuracy.
         q = steps[f"quantize{n}"]
         assert abs(q["int8_val_acc"] - q["fp32_val_acc"]) < 0.01, q
