@@ -16,9 +16,59 @@ from fer.artifact import ONNX_FILE, ArtifactError, read_meta, write_meta
 
 
 def _sliced(meta, first) -> bool:
-    """Whether `meta`'s centre-crop policy can run inside a graph that gets `first`'s whole-face input."""
-    p = meta.policy
-    return first.policy.crop in (0, meta.input_size) and p.crops == "center" and 0 < p.crop < meta.input_size
+    """Whether `meta`'s crop policy can run inside a graph that gets `first`'s whole-face input."""
+    return first.policy.crop in (0, meta.input_size) and 0 < meta.policy.crop < meta.input_size
+
+
+def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
+    """Nodes that cut member `i`'s views from its normalised whole face `src` into one batch `dst`.
+
+    The same windows, in the same order, as `fer.policy.views` cuts for this member on its own:
+    the centre (and with `crops: five` the four corners), then their mirror images with `flip`.
+    """
+    from onnx import helper, numpy_helper
+
+    p, side = meta.policy, meta.input_size
+    c, o, e = p.crop, (side - p.crop) // 2, side - p.crop
+    offsets = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if p.crops == "five" else [])
+    nodes, inits, windows = [], [], []
+
+    def const(name: str, value: list[int]) -> str:
+        inits.append(numpy_helper.from_array(np.array(value, np.int64), f"m{i}__{name}"))
+        return f"m{i}__{name}"
+
+    axes = const("axes", [2, 3])
+    for k, (y, x) in enumerate(offsets):
+        starts, ends = const(f"starts{k}", [y, x]), const(f"ends{k}", [y + c, x + c])
+        nodes.append(helper.make_node("Slice", [src, starts, ends, axes], [f"m{i}__win{k}"]))
+        windows.append(f"m{i}__win{k}")
+    if p.flip:
+        # Slice with step -1 over the width: from the last column through the first.
+        rev = [const("rev_starts", [-1]), const("rev_ends", [-(2**63)]), const("rev_axes", [3]), const("rev", [-1])]
+        for w in list(windows):
+            nodes.append(helper.make_node("Slice", [w, *rev], [f"{w}__mirror"]))
+            windows.append(f"{w}__mirror")
+    if len(windows) == 1:
+        nodes[-1].output[0] = dst
+    else:
+        nodes.append(helper.make_node("Concat", windows, [dst], axis=0))  # views stacked along the batch
+    return nodes, inits
+
+
+def _view_mean(i: int, views: int, n_labels: int, src: str, dst: str, opset: int) -> tuple[list, list]:
+    """(views x N, C) probabilities -> (N, C): the views' average, as `fer.policy.combine` takes it."""
+    from onnx import helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([views, -1, n_labels], np.int64), f"m{i}__vshape")
+    nodes = [helper.make_node("Reshape", [src, shape.name], [f"m{i}__vprobs"])]
+    inits = [shape]
+    if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
+        axes = numpy_helper.from_array(np.array([0], np.int64), f"m{i}__vaxes")
+        inits.append(axes)
+        nodes.append(helper.make_node("ReduceMean", [f"m{i}__vprobs", axes.name], [dst], keepdims=0))
+    else:
+        nodes.append(helper.make_node("ReduceMean", [f"m{i}__vprobs"], [dst], axes=[0], keepdims=0))
+    return nodes, inits
 
 
 def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: str | None = None) -> Path:
@@ -26,9 +76,12 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
 
     Members must share labels, input size and the crop part of their policy (the views are made
     once, outside the graph), with one exception: when the first member sees the whole face, a
-    member trained on centre crops (`crop: 40`, `crops: center`) gets its window cut inside the
-    graph, so networks of both kinds can be fused. Each may have its own normalisation: the
-    graph takes the first member's and maps it to each other member's with one multiply-add.
+    member trained on crops (`crop: 40`) gets its views cut inside the graph, as its own policy
+    cuts them (the centre window, or five windows with `crops: five`, and their mirrors with
+    `flip`), and their probabilities averaged there; so networks of both kinds can be fused.
+    Each may have its own normalisation: the graph takes the first member's and maps it to each
+    other member's with one multiply-add. A member's own temperature is not applied: members
+    count untempered, and the ensemble's temperature applies once, on top of the average.
 
     Raises:
         ArtifactError: fewer than two members, or members that disagree on labels, input or crops.
@@ -48,8 +101,8 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
             meta, first
         ):
             raise ArtifactError(
-                f"{m}: its crop policy differs from the first member's (only centre-crop members can follow a "
-                "whole-face first member)"
+                f"{m}: its crop policy differs from the first member's (only a member with a smaller crop window "
+                "can follow a whole-face first member)"
             )
     n0 = first.normalize
     nodes, inits, opset, ir_version = [], [], None, None
@@ -60,7 +113,7 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         prefixed = compose.add_prefix(model, f"m{i}_")
         g = prefixed.graph
         inp, logits = g.input[0].name, g.output[0].name
-        n = meta.normalize
+        n, sliced = meta.normalize, bool(i) and _sliced(meta, first)
         # The input is normalised as member 0 expects: x0 = (u*s - m0)/d0. Member i wants
         # xi = (u*s - mi)/di = x0*(d0/di) + (m0 - mi)/di (both with scale 1/255).
         a = np.array(n0.std / n.std, np.float32)
@@ -68,22 +121,19 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         inits += [numpy_helper.from_array(a, f"m{i}__a"), numpy_helper.from_array(b, f"m{i}__b")]
         nodes += [
             helper.make_node("Mul", ["image", f"m{i}__a"], [f"m{i}__scaled"]),
-            helper.make_node(
-                "Add", [f"m{i}__scaled", f"m{i}__b"], [f"m{i}__normed"] if i and _sliced(meta, first) else [inp]
-            ),
+            helper.make_node("Add", [f"m{i}__scaled", f"m{i}__b"], [f"m{i}__normed" if sliced else inp]),
         ]
-        if i and _sliced(meta, first):
-            # The window `fer.policy.views` would cut for this member on its own: the centre c x c.
-            c = meta.policy.crop
-            o = (meta.input_size - c) // 2
-            for key, value in (("starts", [o, o]), ("ends", [o + c, o + c]), ("axes", [2, 3])):
-                inits.append(numpy_helper.from_array(np.array(value, np.int64), f"m{i}__{key}"))
-            nodes.append(
-                helper.make_node("Slice", [f"m{i}__normed", f"m{i}__starts", f"m{i}__ends", f"m{i}__axes"], [inp])
-            )
+        if sliced:
+            more_nodes, more_inits = _view_nodes(i, meta, f"m{i}__normed", inp)
+            nodes, inits = nodes + more_nodes, inits + more_inits
         nodes += list(g.node)
         inits += list(g.initializer)
-        nodes.append(helper.make_node("Softmax", [logits], [f"m{i}__probs"], axis=1))
+        views = meta.policy.views if sliced else 1
+        nodes.append(helper.make_node("Softmax", [logits], [f"m{i}__probs" if views == 1 else f"m{i}__vflat"], axis=1))
+        if views > 1:
+            version = next(o.version for o in opset if o.domain in ("", "ai.onnx"))
+            more_nodes, more_inits = _view_mean(i, views, len(first.labels), f"m{i}__vflat", f"m{i}__probs", version)
+            nodes, inits = nodes + more_nodes, inits + more_inits
         probs.append(f"m{i}__probs")
     nodes += [helper.make_node("Mean", probs, ["mean_probs"]), helper.make_node("Log", ["mean_probs"], ["logits"])]
     graph = helper.make_graph(

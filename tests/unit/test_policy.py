@@ -109,19 +109,35 @@ def test_fused_ensemble_is_the_average_of_its_members(members, tmp_path):
     assert np.abs(ens.predict_proba(x) - expected).max() <= 1e-4
 
 
-def test_a_centre_crop_member_is_cut_inside_the_graph(members, session_csv, tmp_path):
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, session_csv):
+    return _fit(session_csv, tmp_path_factory.mktemp("whole") / "run", seed=3)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Policy(crop=32), Policy(crop=32, crops="five"), Policy(crop=32, crops="five", flip=True)],
+    ids=["centre", "five", "five-flip"],
+)
+def test_a_crop_member_has_its_views_cut_inside_the_graph(members, whole, policy, tmp_path):
     from fer.ensemble import fuse
     from fer.inference import Predictor
 
-    # A whole-face member first, then a crop-32 member: the fused graph takes the whole face and
-    # cuts the crop member's centre window itself.
-    whole = _fit(session_csv, tmp_path / "whole-run", seed=3)
-    fuse([whole, members[0]], tmp_path / "mixed", refs=["whole@1", "crop32@1"])
+    # A whole-face member first, then a crop-32 member under `policy`: the fused graph takes the
+    # whole face, cuts the crop member's views itself and averages them as its policy would.
+    crop_member = tmp_path / "crop32"
+    crop_member.mkdir()
+    (crop_member / "model.onnx").write_bytes((members[0] / "model.onnx").read_bytes())
+    write_meta(crop_member, read_meta(members[0]).model_copy(update={"policy": policy}))
+    fuse([whole, crop_member], tmp_path / "mixed", refs=["whole@1", "crop32@1"])
     ens = Predictor(tmp_path / "mixed")
     assert ens.policy.crop == 0 and ens.policy.members == ["whole@1", "crop32@1"]
     x = np.random.default_rng(2).integers(0, 255, (9, 48, 48), dtype=np.uint8)
-    alone = [Predictor(m).predict_proba(x) for m in (whole, members[0])]
+    alone = [Predictor(m).predict_proba(x) for m in (whole, crop_member)]
     assert np.abs(alone[0] - alone[1]).max() > 1e-2  # two different views of the face, not one twice
+    if policy.views > 1:  # the extra views change the crop member's answer: they are really there
+        centre = Predictor(members[0]).predict_proba(x, policy=Policy(crop=32))
+        assert np.abs(alone[1] - centre).max() > 1e-3
     assert np.abs(ens.predict_proba(x) - np.mean(alone, axis=0)).max() <= 1e-4
 
 
