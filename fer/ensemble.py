@@ -16,8 +16,9 @@ from fer.artifact import ONNX_FILE, ArtifactError, read_meta, write_meta
 
 
 def _sliced(meta, first) -> bool:
-    """Whether `meta`'s crop policy can run inside a graph that gets `first`'s whole-face input."""
-    return first.policy.crop in (0, meta.input_size) and 0 < meta.policy.crop < meta.input_size
+    """Whether `meta`'s views can be cut inside a graph that gets `first`'s one whole-face view."""
+    whole = first.policy.crop in (0, meta.input_size) and first.policy.views == 1
+    return whole and 0 < meta.policy.crop < meta.input_size
 
 
 def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
@@ -80,8 +81,9 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
     cuts them (the centre window, or five windows with `crops: five`, and their mirrors with
     `flip`), and their probabilities averaged there; so networks of both kinds can be fused.
     Each may have its own normalisation: the graph takes the first member's and maps it to each
-    other member's with one multiply-add. A member's own temperature is not applied: members
-    count untempered, and the ensemble's temperature applies once, on top of the average.
+    other member's with one multiply-add, and its own temperature, so that the graph is exactly
+    the average of what each member answers alone. The ensemble's temperature (1 here; `fer
+    calibrate` fits it) applies once more, on top of the average.
 
     Raises:
         ArtifactError: fewer than two members, or members that disagree on labels, input or crops.
@@ -97,7 +99,8 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         for key in ("labels", "input_size"):
             if getattr(meta, key) != getattr(first, key):
                 raise ArtifactError(f"{m}: {key} differs from the first member's")
-        if (meta.policy.crop, meta.policy.crops) != (first.policy.crop, first.policy.crops) and not _sliced(
+        views = ("crop", "crops", "flip")
+        if [getattr(meta.policy, k) for k in views] != [getattr(first.policy, k) for k in views] and not _sliced(
             meta, first
         ):
             raise ArtifactError(
@@ -128,6 +131,10 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
             nodes, inits = nodes + more_nodes, inits + more_inits
         nodes += list(g.node)
         inits += list(g.initializer)
+        if meta.policy.temperature != 1.0:  # the member counts as it answers alone: calibrated
+            inits.append(numpy_helper.from_array(np.array(meta.policy.temperature, np.float32), f"m{i}__t"))
+            nodes.append(helper.make_node("Div", [logits, f"m{i}__t"], [f"m{i}__tempered"]))
+            logits = f"m{i}__tempered"
         views = meta.policy.views if sliced else 1
         nodes.append(helper.make_node("Softmax", [logits], [f"m{i}__probs" if views == 1 else f"m{i}__vflat"], axis=1))
         if views > 1:

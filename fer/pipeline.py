@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from fer.artifact import read_meta
+from fer.artifact import ONNX_FILE, read_meta
 from fer.config import ConfigError, StrictModel, load_train_config
 
 log = logging.getLogger(__name__)
@@ -179,18 +179,39 @@ def quantize_step(inputs: dict, out: Path) -> dict:
             "fp32_val_acc": fp32_acc, "int8_val_acc": int8_acc}  # fmt: skip
 
 
+def _served_as(member: Path, policy: dict, out: Path) -> Path:
+    """`member`, or a copy of it under `out` run as its predecessor was (`policy`: crops, flip, temperature)."""
+    from fer.artifact import write_meta
+
+    meta = read_meta(member)
+    if all(getattr(meta.policy, k) == v for k, v in policy.items()):
+        return member
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(member / ONNX_FILE, out / ONNX_FILE)
+    write_meta(out, meta.model_copy(update={"policy": meta.policy.model_copy(update=policy)}))
+    return out
+
+
 def fuse_step(inputs: dict, out: Path) -> dict:
     """The fine-tuned members fused into one graph (fer.ensemble) under the ensemble's test-time
-    policy (crops, flips), its temperature fitted again on PublicTest (fer.calibrate)."""
+    policy (crops, flips), its temperature fitted again on PublicTest (fer.calibrate).
+
+    Each member is run as its predecessor was inside the ensemble (a crop-40 member's five
+    windows, its temperature): fine-tuning trains a network, it does not change how it is run.
+    """
     from fer.artifact import Policy
     from fer.calibrate import calibrate_artifact
     from fer.ensemble import fuse
 
-    fused = fuse([Path(m) for m in inputs["members"]], out / "fused", refs=inputs["members"])
+    served = inputs.get("served") or [{} for _ in inputs["members"]]
+    pairs = enumerate(zip(inputs["members"], served, strict=True))
+    members = [_served_as(Path(m), p, out / f"member{i}") for i, (m, p) in pairs]
+    fused = fuse(members, out / "fused", refs=inputs["members"])
     policy = Policy.model_validate(inputs["policy"] | {"members": inputs["members"]})
     ds = _dataset(inputs["data_npz"], inputs["checksum"])
     r = calibrate_artifact(fused, out / "artifact", ds, parent="fused members", policy=policy)
-    return {"artifact": str(out / "artifact"), "temperature": r["temperature"], "val_ece": r["val_ece_after"]}
+    return {"artifact": str(out / "artifact"), "temperature": r["temperature"], "val_ece": r["val_ece_after"],
+            "members": [str(m) for m in members]}  # fmt: skip
 
 
 def evaluate_step(inputs: dict, out: Path) -> dict:
@@ -254,13 +275,16 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     holder = _holder(reg, cfg.name)
     # Fine-tuning an ensemble fine-tunes each member, then fuses them again under its policy.
     inits: list[str | None] = [None]
-    start_policy = None
+    start_policy, member_policies = None, []
     if cfg.init:
         from fer.onnx_import import resolve_starts
 
         ref = f"{cfg.name}@production" if cfg.init == "production" else cfg.init
         starts, start_policy = resolve_starts(ref, reg)
         inits = [str(p.resolve()) for p in starts]
+        # How each member is run inside the ensemble, carried to its fine-tuned successor.
+        served = [read_meta(Path(m) if Path(m).is_dir() else reg.resolve(m).path).policy for m in start_policy.members]
+        member_policies = [p.model_dump(include={"crops", "flip", "temperature"}) for p in served]
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
     steps, tuned = {"data": d}, []
@@ -288,7 +312,7 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     candidate = members[0]
     if len(members) > 1:
         steps["fuse"] = step("fuse", data_npz=d["data_npz"], checksum=d["checksum"], members=members,
-                             policy=start_policy.model_dump(mode="json"))  # fmt: skip
+                             policy=start_policy.model_dump(mode="json"), served=member_policies)  # fmt: skip
         candidate = steps["fuse"]["artifact"]
     e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
              baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,

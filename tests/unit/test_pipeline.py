@@ -183,15 +183,19 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
 
     base = ["batch_size=32", "eval_batch_size=64", "precision=fp32", "model.arch=tiny"]
     reg = open_registry(tmp_path / "reg")
-    for seed in (1, 2):
-        m = fit(load_train_config(None, ["epochs=2", f"seed={seed}", *base]), data_path=str(session_csv),
-                run_dir=tmp_path / f"m{seed}")  # fmt: skip
+    # A whole-face member and a crop-32 member, which the ensemble runs on five windows (as v10's
+    # crop-40 member): that is its own policy, and its fine-tuned successor must keep it.
+    for seed, crop in ((1, 0), (2, 32)):
+        m = fit(load_train_config(None, ["epochs=2", f"seed={seed}", f"augment.crop={crop}", *base]),
+                data_path=str(session_csv), run_dir=tmp_path / f"m{seed}")  # fmt: skip
         reg.register("ens", m.artifact_dir)
-    fused = fuse([reg.resolve(f"ens@{v}").path for v in (1, 2)], tmp_path / "fused", refs=["ens@1", "ens@2"])
     ds = load_dataset(session_csv, cache_dir=tmp_path / "cache")
-    held = calibrate_artifact(fused, tmp_path / "cal", ds, "fused", Policy(flip=True, members=["ens@1", "ens@2"]))
+    calibrate_artifact(reg.resolve("ens@2").path, tmp_path / "five", ds, "ens@2", Policy(crop=32, crops="five"))
+    reg.register("ens", tmp_path / "five")
+    fused = fuse([reg.resolve(f"ens@{v}").path for v in (1, 3)], tmp_path / "fused", refs=["ens@1", "ens@3"])
+    held = calibrate_artifact(fused, tmp_path / "cal", ds, "fused", Policy(flip=True, members=["ens@1", "ens@3"]))
     reg.register("ens", tmp_path / "cal")
-    reg.promote("ens", 3, force=True, reason="test setup: the ensemble to fine-tune")
+    reg.promote("ens", 4, force=True, reason="test setup: the ensemble to fine-tune")
     (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
                                                          "scheduler": "none"}}))  # fmt: skip
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "ens", "data": str(session_csv), "init": "production",
@@ -201,10 +205,16 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     cfg, root = load_pipeline_config(tmp_path / "p.yaml")
     summary = run_pipeline(cfg, root, Settings.model_construct())
     steps = summary["steps"]
-    for name, start in (("train", "ens@1"), ("train_2", "ens@2")):  # each member from its own network
+    for name, start in (("train", "ens@1"), ("train_2", "ens@3")):  # each member from its own network
         assert read_meta(steps[name]["artifact"]).fine_tuned_from["artifact"] == str(reg.resolve(start).path.resolve())
     cand = read_meta(reg.resolve(summary["registered"]).path).policy
     assert cand.flip is True and cand.members == [steps["train"]["artifact"], steps["train_2"]["artifact"]]
+    # Training leaves the crop member on its centre window, untempered; the fuse step runs it as
+    # its predecessor ran: five windows, the predecessor's temperature.
+    assert read_meta(steps["train_2"]["artifact"]).policy.crops == "center"
+    served = [read_meta(m).policy for m in steps["fuse"]["members"]]
+    assert [p.crops for p in served] == ["center", "five"]
+    assert served[1].temperature == read_meta(reg.resolve("ens@3").path).policy.temperature != 1.0
     # At a learning rate of ~0 the members are their starts, so the temperature fitted again on the
     # same PublicTest is the ensemble's, and the fused candidate answers as production does.
     assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
