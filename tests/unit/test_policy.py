@@ -152,3 +152,8 @@ def test_fusing_refuses_members_that_disagree(members, tmp_path):
     write_meta(odd, read_meta(members[1]).model_copy(update={"policy": Policy()}))
     with pytest.raises(ArtifactError, match="crop policy differs"):
         fuse([members[0], odd], tmp_path / "bad")
+    # Mirrors are made outside the graph for every member but a crop one behind a whole face: a
+    # member of the first's window that wants them differently cannot be served as it answers alone.
+    write_meta(odd, read_meta(members[1]).model_copy(update={"policy": Policy(crop=32, flip=True)}))
+    with pytest.raises(ArtifactError, match="crop policy differs"):
+        fuse([members[0], odd], tmp_path / "bad-flip")
