@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from fer.artifact import ONNX_FILE, ArtifactError, read_meta, write_meta
+from fer.policy import windows as policy_windows
+
+# The policy fields that decide a member's views (made outside the graph, so shared, unless cut inside).
+VIEW_KEYS = {"crop", "crops", "flip"}
 
 
 def _sliced(meta, first) -> bool:
@@ -29,9 +33,7 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
     """
     from onnx import helper, numpy_helper
 
-    p, side = meta.policy, meta.input_size
-    c, o, e = p.crop, (side - p.crop) // 2, side - p.crop
-    offsets = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if p.crops == "five" else [])
+    c, offsets = policy_windows(meta.input_size, meta.policy)
     nodes, inits, windows = [], [], []
 
     def const(name: str, value: list[int]) -> str:
@@ -43,7 +45,7 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
         starts, ends = const(f"starts{k}", [y, x]), const(f"ends{k}", [y + c, x + c])
         nodes.append(helper.make_node("Slice", [src, starts, ends, axes], [f"m{i}__win{k}"]))
         windows.append(f"m{i}__win{k}")
-    if p.flip:
+    if meta.policy.flip:
         # Slice with step -1 over the width: from the last column through the first.
         rev = [const("rev_starts", [-1]), const("rev_ends", [-(2**63)]), const("rev_axes", [3]), const("rev", [-1])]
         for w in list(windows):
@@ -99,10 +101,8 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         for key in ("labels", "input_size"):
             if getattr(meta, key) != getattr(first, key):
                 raise ArtifactError(f"{m}: {key} differs from the first member's")
-        views = ("crop", "crops", "flip")
-        if [getattr(meta.policy, k) for k in views] != [getattr(first.policy, k) for k in views] and not _sliced(
-            meta, first
-        ):
+        same_views = meta.policy.model_dump(include=VIEW_KEYS) == first.policy.model_dump(include=VIEW_KEYS)
+        if not same_views and not _sliced(meta, first):
             raise ArtifactError(
                 f"{m}: its crop policy differs from the first member's (only a member with a smaller crop window "
                 "can follow a whole-face first member)"

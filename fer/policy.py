@@ -13,19 +13,24 @@ import numpy as np
 from fer.artifact import Policy
 
 
+def windows(side: int, policy: Policy) -> tuple[int, list[tuple[int, int]]]:
+    """The policy's crop windows on a side x side face: their side c and (top, left) corners, in order.
+
+    The centre first, then (`crops: five`) the four corners. `views` cuts them from arrays, and
+    `fer.ensemble` cuts the same ones inside a fused graph.
+    """
+    c = policy.crop if 0 < policy.crop < side else side
+    o, e = (side - c) // 2, side - c
+    return c, [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if policy.crops == "five" and c < side else [])
+
+
 def views(faces: np.ndarray, policy: Policy) -> np.ndarray:
     """(N, S, S) uint8 crops -> (V, N, s, s) views: the policy's crop windows, then their mirrors."""
-    side = faces.shape[-1]
-    c = policy.crop if 0 < policy.crop < side else side
-    if c == side:
-        windows = [faces]
-    else:
-        o, e = (side - c) // 2, side - c
-        offsets = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if policy.crops == "five" else [])
-        windows = [faces[:, y : y + c, x : x + c] for y, x in offsets]
+    c, offsets = windows(faces.shape[-1], policy)
+    cuts = [faces[:, y : y + c, x : x + c] for y, x in offsets]
     if policy.flip:
-        windows += [w[:, :, ::-1] for w in windows]
-    return np.ascontiguousarray(np.stack(windows))
+        cuts += [w[:, :, ::-1] for w in cuts]
+    return np.ascontiguousarray(np.stack(cuts))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
