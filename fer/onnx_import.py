@@ -169,13 +169,18 @@ def freeze_batchnorm(net: nn.Module) -> list[nn.Module]:
     return frozen
 
 
+def artifact_path(ref: str, registry) -> Path:
+    """The artifact folder `ref` names: a folder itself, or a registry reference."""
+    return Path(ref) if Path(ref).is_dir() else registry.resolve(ref).path
+
+
 def resolve_init(ref: str, registry) -> Path:
     """The artifact folder to fine-tune for `ref`: a folder, or a registry reference.
 
     An int8 version is a quantisation of an fp32 parent (`meta.quantization.parent`); the parent
     is the network to train, and the result gets quantised again before it is served.
     """
-    path = Path(ref) if Path(ref).is_dir() else registry.resolve(ref).path
+    path = artifact_path(ref, registry)
     parent = (read_meta(path).quantization or {}).get("parent")
     if parent:
         log.info("%s is int8; fine-tuning its fp32 parent %s", ref, parent)
@@ -189,7 +194,6 @@ def resolve_starts(ref: str, registry) -> tuple[list[Path], Policy]:
     One network for a single model; for an ensemble (`policy.members`), each member's, so that
     fine-tuning it means fine-tuning every member and fusing them again under the same policy.
     """
-    path = Path(ref) if Path(ref).is_dir() else registry.resolve(ref).path
-    policy = read_meta(path).policy
+    policy = read_meta(artifact_path(ref, registry)).policy
     refs = policy.members or [ref]
     return [resolve_init(m, registry) for m in refs], policy

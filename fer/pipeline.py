@@ -277,13 +277,13 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
     inits: list[str | None] = [None]
     start_policy, member_policies = None, []
     if cfg.init:
-        from fer.onnx_import import resolve_starts
+        from fer.onnx_import import artifact_path, resolve_starts
 
         ref = f"{cfg.name}@production" if cfg.init == "production" else cfg.init
         starts, start_policy = resolve_starts(ref, reg)
         inits = [str(p.resolve()) for p in starts]
         # How each member is run inside the ensemble, carried to its fine-tuned successor.
-        served = [read_meta(Path(m) if Path(m).is_dir() else reg.resolve(m).path).policy for m in start_policy.members]
+        served = [read_meta(artifact_path(m, reg)).policy for m in start_policy.members]
         member_policies = [p.model_dump(include={"crops", "flip", "temperature"}) for p in served]
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
