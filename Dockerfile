@@ -20,6 +20,11 @@ COPY requirements-serve.txt .
 RUN python -m venv /opt/venv \
     && grep -v '^-e' requirements-serve.txt > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+# The registry as the image ships it: the versions production can serve or roll back to. Ensemble
+# members and fp32 training parents stay in the repository (prune_registry.py says why).
+COPY models/registry /src/registry
+COPY deploy/docker/prune_registry.py /src/
+RUN python /src/prune_registry.py /src/registry
 
 # --- runtime: the venv, the package, the shipped model; non-root ---------------------------------
 FROM ${BASE_IMAGE}
@@ -43,7 +48,7 @@ WORKDIR /app
 COPY app.py pyproject.toml ./
 COPY fer ./fer
 # The production model is baked in (read-only); mount /data/registry for your own versions.
-COPY models/registry ./models/registry
+COPY --from=build /src/registry ./models/registry
 USER 10001
 EXPOSE 8000
 VOLUME ["/data/registry"]

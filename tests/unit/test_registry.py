@@ -199,3 +199,27 @@ def test_a_forced_promotion_records_who_and_why(reg, tmp_path):
     assert last["to"] == worse.version and last["forced_by"] == getpass.getuser()
     assert last["reason"] == "int8 within 0.5 points; see the card"
     assert "forced_by" not in reg.history("m")[0]  # an ordinary promotion says nothing of the kind
+
+
+def test_the_image_keeps_what_production_can_serve_or_roll_back_to(reg, tmp_path):
+    # deploy/docker/prune_registry.py, which the Dockerfile's build stage runs on its copy of the
+    # shipped registry: a member or training parent goes, production's past versions and any
+    # version an alias names stay, and the pruned registry still resolves and rolls back.
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("prune_registry", REPO / "deploy/docker/prune_registry.py")
+    prune_registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prune_registry)
+    for i, acc in enumerate([0.60, 0.61, 0.62, 0.63, 0.64, 0.65], start=1):
+        reg.register("m", make_artifact(tmp_path, acc, str(i)))
+    reg.promote("m", 2)
+    reg.promote("m", 4)
+    reg.promote("m", 5, alias="shadow")
+    gone = prune_registry.prune(reg.root)
+    assert [(p.parent.parent.name, int(p.name)) for p in gone] == [("m", 1), ("m", 3), ("m", 6)]
+    pruned = LocalRegistry(reg.root)
+    assert [v.version for v in pruned.list("m")] == [2, 4, 5]
+    assert pruned.resolve("m@production").version == 4
+    assert pruned.rollback("m").version == 2
