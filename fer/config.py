@@ -37,6 +37,11 @@ class DataConfig(StrictModel):
     # by CSV row), mixed with the FER-2013 label as (1 - ferplus_weight) x label + ferplus_weight x votes.
     ferplus: str | None = None
     ferplus_weight: float = Field(1.0, ge=0, le=1)
+    # Distillation: an artifact folder whose answers on the Training images (as served: its own
+    # views, members and temperature) become the targets, mixed as (1 - teacher_weight) x the
+    # target above + teacher_weight x the teacher's probabilities. `fer train --teacher REF` resolves one.
+    teacher: str | None = None
+    teacher_weight: float = Field(0.5, ge=0, le=1)
 
 
 class AugmentConfig(StrictModel):

@@ -60,6 +60,17 @@ def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> t
     return data, train, data["val"]
 
 
+def _targets(cfg: TrainConfig, data: Dataset, train: Split) -> np.ndarray | None:
+    """Soft training targets (N, C) when FER+ votes or a teacher make them; None trains on the labels."""
+    targets = soft_targets(data, train, Path(cfg.data.ferplus), cfg.data.ferplus_weight) if cfg.data.ferplus else None
+    if cfg.data.teacher:
+        from fer.distill import teacher_targets
+
+        base = targets if targets is not None else np.eye(len(LABELS), dtype=np.float32)[train.y]
+        targets = teacher_targets(Path(cfg.data.teacher), train.x, base, list(LABELS), cfg.data.teacher_weight)
+    return targets
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -95,7 +106,7 @@ def fit(
         cfg = TrainConfig.model_validate(ckpt["config"])
         log.info("resuming %s from epoch %d of %d", run_dir, ckpt["epoch"] + 2, cfg.epochs)
     data, train, val = _prepare(cfg, data, data_path)
-    targets = soft_targets(data, train, Path(cfg.data.ferplus), cfg.data.ferplus_weight) if cfg.data.ferplus else None
+    targets = _targets(cfg, data, train)
     gen = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.threads:

@@ -58,6 +58,10 @@ def train(
         str | None,
         typer.Option(help="fine-tune this model (name@version, name@production or an artifact folder)"),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="distil this model's answers (name@version, name@production or an artifact folder)"),
+    ] = None,
     register: Annotated[bool, typer.Option(help="register the result in the model registry")] = False,
     registry: RegistryOpt = None,
     tracker: Annotated[str, typer.Option(help="comma-separated: local, clearml, neptune, none")] = "local",
@@ -68,7 +72,7 @@ def train(
     from fer.clearml_session import ClearMLConnection
     from fer.config import load_train_config
     from fer.data import DataError
-    from fer.onnx_import import resolve_init
+    from fer.onnx_import import artifact_path, resolve_init
     from fer.registry import RegistryError
     from fer.tracking import TrackerUnavailable, enqueue_remote, make_tracker
     from fer.train import default_run_dir, fit
@@ -78,6 +82,9 @@ def train(
         cfg = load_train_config(config, set_ or [])
         if init:
             cfg = cfg.model_copy(update={"init": str(resolve_init(init, open_registry_for(registry)).resolve())})
+        if teacher:
+            path = artifact_path(teacher, open_registry_for(registry)).resolve()
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"teacher": str(path)})})
         if queue:
             # Exits here locally; on the agent it returns and the run is tracked in ClearML.
             enqueue_remote(

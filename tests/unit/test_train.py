@@ -138,3 +138,38 @@ def test_ferplus_soft_labels_are_what_the_network_learns(session_csv, tmp_path):
     assert result.metrics["val_acc"] > 0.5
     meta = json.loads((result.artifact_dir / "meta.json").read_text())
     assert meta["config"]["data"]["ferplus"] == str(fp) and meta["config"]["augment"]["mixup"] == 0.2
+
+
+def test_distillation_learns_the_teachers_answers(session_csv, tmp_path):
+    # A teacher trained to answer the *next* class, run through ONNX Runtime as serving runs it, and
+    # a student trained on the CSV's own labels with teacher_weight=1: the student scores well on a
+    # PublicTest labelled "next class" only if the teacher's answers are what it learnt.
+    from fer.data import Dataset, Split, load_dataset
+
+    ds = load_dataset(session_csv, cache_dir=tmp_path / "c")
+    shifted = Dataset(
+        {k: Split(s.x, (s.y + 1) % 7, s.rows) for k, s in ds.splits.items()}, ds.source, ds.checksum, "csv"
+    )
+    teacher = fit(_cfg("epochs=6", "optim.lr=0.003"), data=shifted, run_dir=tmp_path / "t", evaluate_test=False)
+    assert teacher.metrics["val_acc"] > 0.5
+    student_data = Dataset({**ds.splits, "val": shifted["val"]}, ds.source, ds.checksum, "csv")
+    cfg = _cfg("epochs=6", "optim.lr=0.003", f"data.teacher={teacher.artifact_dir}", "data.teacher_weight=1")
+    student = fit(cfg, data=student_data, run_dir=tmp_path / "s", export_onnx=False, evaluate_test=False)
+    assert student.metrics["val_acc"] > 0.5
+    meta = json.loads((student.artifact_dir / "meta.json").read_text())
+    assert meta["config"]["data"]["teacher"] == str(teacher.artifact_dir)
+
+
+def test_a_teacher_with_other_labels_is_refused(session_csv, trained_artifact, tmp_path):
+    from fer.config import ConfigError
+    from fer.data import LABELS, load_dataset
+    from fer.distill import teacher_targets
+
+    ds = load_dataset(session_csv, cache_dir=tmp_path / "c")
+    train = ds["train"]
+    base = np.eye(7, dtype=np.float32)[train.y]
+    half = teacher_targets(trained_artifact, train.x, base, list(LABELS), 0.5)
+    np.testing.assert_allclose(half.sum(1), 1, atol=1e-5)
+    assert (half >= 0.5 * base).all()  # the label keeps its half
+    with pytest.raises(ConfigError, match="answers"):
+        teacher_targets(trained_artifact, train.x, base, list(reversed(LABELS)), 0.5)
