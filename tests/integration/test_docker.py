@@ -63,6 +63,11 @@ def test_entry_and_healthcheck_commands_on_the_image_files(tmp_path):
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, dest)
+    # The registry comes from the build stage, which prunes its copy (deploy/docker/prune_registry.py).
+    assert re.search(r"^COPY --from=build /src/registry \./models/registry$", _runtime_stage(), re.M)
+    registry = app_dir / "models" / "registry"
+    shutil.copytree(REPO / "models" / "registry", registry)
+    subprocess.run([sys.executable, str(REPO / "deploy" / "docker" / "prune_registry.py"), str(registry)], check=True)
     assert json.loads(re.search(r"^CMD (\[.*\])$", _runtime_stage(), re.M).group(1)) == ["python", "app.py"]
     env = {**_env(), "FER_HOST": "127.0.0.1", "FER_REGISTRY_DIR": str(tmp_path / "registry")}
     env.pop("FER_PORT")
