@@ -36,7 +36,7 @@ def teacher_targets(teacher: Path, faces: np.ndarray, base: np.ndarray, labels: 
 
     try:
         predictor = Predictor(teacher, threads=0)
-    except (ArtifactError, FileNotFoundError) as e:
+    except ArtifactError as e:
         raise ConfigError(f"teacher {teacher}: {e}") from e
     if predictor.labels != list(labels):
         raise ConfigError(f"teacher {teacher} answers {predictor.labels}, not {list(labels)}")

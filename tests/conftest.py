@@ -99,6 +99,19 @@ def fer2013(fer2013_csv):
 
 
 EXAMPLES = REPO / "fer" / "assets" / "examples"
+
+
+def load_script(relpath: str):
+    """A script outside the fer package (e.g. deploy/docker/prune_registry.py) as a module."""
+    import importlib.util
+
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # The shipped production version, as the registry's alias file says (tests must not hard-code it).
 PRODUCTION_VERSION = str(json.loads((REPO / "models/registry/fer-resnet18/aliases.json").read_text())["production"])
 

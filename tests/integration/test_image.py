@@ -14,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from conftest import EXAMPLES, REPO, require_docker
+from conftest import EXAMPLES, REPO, load_script, require_docker
 from docker_helpers import HOST_CAS, TAG, base_image, build, clean_checkout, docker
 
 pytestmark = pytest.mark.timeout(900)
@@ -82,12 +82,11 @@ def test_size_budget_and_no_torch_or_host_ca_inside(image):
 
 
 def test_the_image_ships_what_production_can_serve_or_roll_back_to(image):
-    # The build stage prunes its copy of the registry (deploy/docker/prune_registry.py): members and
-    # training parents stay out, every version production held stays in, so rollback works inside.
+    # The build stage prunes its copy of the registry (deploy/docker/prune_registry.py, whose rule
+    # tests/unit/test_registry.py checks): members and training parents stay out, every version
+    # production held stays in, so rollback works inside.
     shipped = REPO / "models" / "registry" / "fer-resnet18"
-    history = [json.loads(line) for line in (shipped / "history.jsonl").read_text().splitlines() if line.strip()]
-    held = {m[k] for m in history for k in ("from", "to") if m.get(k) is not None}
-    held |= set(json.loads((shipped / "aliases.json").read_text()).values())
+    held = load_script("deploy/docker/prune_registry.py").reachable(shipped)
     inside = docker("run", "--rm", TAG, "ls", "/app/models/registry/fer-resnet18/versions").stdout.split()
     assert sorted(map(int, inside)) == sorted(held)
     assert len(held) < len(list((shipped / "versions").iterdir()))  # something was left out

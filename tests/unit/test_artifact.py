@@ -20,13 +20,13 @@ def test_shipped_artifacts_load_unchanged(version_dir):
     assert expected == (1 if int(version_dir.name) <= 2 else 3)
     meta = read_meta(version_dir)
     assert meta.schema_version == expected and len(meta.labels) == 7
-    if meta.policy.members:  # versions 6, 9 and 11: fused, calibrated ensembles of registered networks
+    if meta.policy.members:  # versions 6, 9, 11 and 18: fused, calibrated ensembles of registered networks
         assert meta.arch.startswith("ensemble of") and meta.policy.temperature != 1.0
     else:
         assert meta.arch == "resnet18_s2"
         if expected == 1:
             assert meta.policy.views == 1 and meta.policy.temperature == 1.0  # old metas read as a plain pass
-        if meta.policy.temperature != 1.0:  # version 10: a network calibrated alone on its own views
+        if meta.policy.temperature != 1.0:  # versions 10, 14 and 17: a network calibrated alone on its own views
             assert meta.calibration["split"] == "val"  # fitted on PublicTest, never PrivateTest
     assert meta.normalize.std > 0 and 0 < meta.metrics["test_acc"] < 1
     check_files(version_dir)

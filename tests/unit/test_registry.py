@@ -205,13 +205,9 @@ def test_the_image_keeps_what_production_can_serve_or_roll_back_to(reg, tmp_path
     # deploy/docker/prune_registry.py, which the Dockerfile's build stage runs on its copy of the
     # shipped registry: a member or training parent goes, production's past versions and any
     # version an alias names stay, and the pruned registry still resolves and rolls back.
-    import importlib.util
+    from conftest import load_script
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("prune_registry", REPO / "deploy/docker/prune_registry.py")
-    prune_registry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prune_registry)
+    prune_registry = load_script("deploy/docker/prune_registry.py")
     for i, acc in enumerate([0.60, 0.61, 0.62, 0.63, 0.64, 0.65], start=1):
         reg.register("m", make_artifact(tmp_path, acc, str(i)))
     reg.promote("m", 2)
