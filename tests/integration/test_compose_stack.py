@@ -72,8 +72,11 @@ class Stack:
         return r
 
     def url(self, service: str, port: int) -> str:
-        host_port = self.run("port", service, str(port)).stdout.strip().rsplit(":", 1)[1]
-        return f"http://127.0.0.1:{host_port}"
+        """Where the service's port is published; LookupError while it is not (the container is down)."""
+        published = self.run("port", service, str(port), check=False).stdout.strip()
+        if ":" not in published:
+            raise LookupError(f"{service}:{port} is not published")
+        return f"http://127.0.0.1:{published.rsplit(':', 1)[1]}"
 
     def mail(self) -> str:
         return self.run("logs", "--no-color", "mailpit", check=False).stdout
@@ -84,13 +87,18 @@ def wait_until(what: str, check, stack: Stack, timeout: float = 120):
     while time.time() < deadline:
         try:
             value = check()
-        except httpx.HTTPError:
+        except (httpx.HTTPError, LookupError):
             value = None
         if value:
             return value
         time.sleep(1)
-    logs = stack.run("logs", "--no-color", "--tail", "40", check=False).stdout
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs[-4000:]}")
+    # Each service's own tail: one shared tail is mostly Prometheus, and hid why the app was not ready.
+    ps = stack.run("ps", "-a", check=False).stdout
+    logs = "".join(
+        f"--- {service} ---\n{stack.run('logs', '--no-color', '--tail', '40', service, check=False).stdout[-3000:]}"
+        for service in ("app", "prometheus", "alertmanager")
+    )
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{ps}\n{logs}")
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +133,13 @@ def alert_state(prom: str, name: str) -> str | None:
 
 def test_prometheus_scrapes_the_app_by_service_name_and_alerts_by_email(stack):
     prom = stack.url("prometheus", 9090)
-    app = stack.url("app", 8000)
+    # The host port is looked up on every try: a container the restart policy brought back may
+    # have been given a new ephemeral port.
     wait_until(
         "the app container to be ready",
-        lambda: httpx.get(f"{app}/ready", timeout=5).status_code == 200,
+        lambda: httpx.get(f"{stack.url('app', 8000)}/ready", timeout=5).status_code == 200,
         stack,
-        timeout=180,
+        timeout=300,
     )
 
     def app_target_up():
