@@ -19,10 +19,19 @@ from fer.policy import windows as policy_windows
 VIEW_KEYS = {"crop", "crops", "flip"}
 
 
-def _sliced(meta, first) -> bool:
-    """Whether `meta`'s views can be cut inside a graph that gets `first`'s one whole-face view."""
-    whole = first.policy.crop in (0, meta.input_size) and first.policy.views == 1
-    return whole and 0 < meta.policy.crop < meta.input_size
+def _whole(meta) -> bool:
+    """Whether `meta`'s policy is one plain pass over the whole face (nothing to cut)."""
+    return meta.policy.crop in (0, meta.input_size) and meta.policy.views == 1
+
+
+def _views_inside(metas) -> bool:
+    """Whether the members' views are cut inside the graph: they differ, so they cannot be shared.
+
+    Members with the same views have them made once, outside the graph (the fused policy keeps
+    them); members with different ones each get theirs cut inside, from the one whole face.
+    """
+    first = metas[0].policy.model_dump(include=VIEW_KEYS)
+    return any(m.policy.model_dump(include=VIEW_KEYS) != first for m in metas[1:])
 
 
 def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
@@ -35,6 +44,8 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
 
     c, offsets = policy_windows(meta.input_size, meta.policy)
     nodes, inits, windows = [], [], []
+    if c == meta.input_size:  # the whole face is its one window (a whole-face member with mirrors)
+        windows, offsets = [src], []
 
     def const(name: str, value: list[int]) -> str:
         inits.append(numpy_helper.from_array(np.array(value, np.int64), f"m{i}__{name}"))
@@ -51,7 +62,7 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
         for w in list(windows):
             nodes.append(helper.make_node("Slice", [w, *rev], [f"{w}__mirror"]))
             windows.append(f"{w}__mirror")
-    if len(windows) == 1:
+    if len(windows) == 1:  # one window, cut by a Slice (a whole single view is never cut)
         nodes[-1].output[0] = dst
     else:
         nodes.append(helper.make_node("Concat", windows, [dst], axis=0))  # views stacked along the batch
@@ -77,18 +88,19 @@ def _view_mean(i: int, views: int, n_labels: int, src: str, dst: str, opset: int
 def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: str | None = None) -> Path:
     """Write `out` (model.onnx + meta.json): the members' networks, probabilities averaged.
 
-    Members must share labels, input size and the crop part of their policy (the views are made
-    once, outside the graph), with one exception: when the first member sees the whole face, a
-    member trained on crops (`crop: 40`) gets its views cut inside the graph, as its own policy
-    cuts them (the centre window, or five windows with `crops: five`, and their mirrors with
-    `flip`), and their probabilities averaged there; so networks of both kinds can be fused.
+    Members must share labels and input size. When they also share their views (crop windows and
+    mirrors), the views are made once, outside the graph, and the fused policy keeps them. When
+    they differ, the graph takes the whole face and cuts each member's views itself, as that
+    member's own policy cuts them (its centre window, or five windows with `crops: five`, and
+    their mirrors with `flip`), and averages them there; the fused policy is then one plain pass.
+    So networks trained on crops and on whole faces, with and without mirrors, can be fused.
     Each may have its own normalisation: the graph takes the first member's and maps it to each
     other member's with one multiply-add, and its own temperature, so that the graph is exactly
     the average of what each member answers alone. The ensemble's temperature (1 here; `fer
     calibrate` fits it) applies once more, on top of the average.
 
     Raises:
-        ArtifactError: fewer than two members, or members that disagree on labels, input or crops.
+        ArtifactError: fewer than two members, or members that disagree on labels or input size.
     """
     import onnx
     from onnx import TensorProto, compose, helper, numpy_helper
@@ -101,12 +113,7 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         for key in ("labels", "input_size"):
             if getattr(meta, key) != getattr(first, key):
                 raise ArtifactError(f"{m}: {key} differs from the first member's")
-        same_views = meta.policy.model_dump(include=VIEW_KEYS) == first.policy.model_dump(include=VIEW_KEYS)
-        if not same_views and not _sliced(meta, first):
-            raise ArtifactError(
-                f"{m}: its crop policy differs from the first member's (only a member with a smaller crop window "
-                "can follow a whole-face first member)"
-            )
+    inside = _views_inside(metas)
     n0 = first.normalize
     nodes, inits, opset, ir_version = [], [], None, None
     probs = []
@@ -116,7 +123,7 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         prefixed = compose.add_prefix(model, f"m{i}_")
         g = prefixed.graph
         inp, logits = g.input[0].name, g.output[0].name
-        n, sliced = meta.normalize, bool(i) and _sliced(meta, first)
+        n, sliced = meta.normalize, inside and not _whole(meta)
         # The input is normalised as member 0 expects: x0 = (u*s - m0)/d0. Member i wants
         # xi = (u*s - mi)/di = x0*(d0/di) + (m0 - mi)/di (both with scale 1/255).
         a = np.array(n0.std / n.std, np.float32)
@@ -159,7 +166,8 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
     meta = first.model_copy(deep=True)
     meta.name = name or first.name
     meta.arch = f"ensemble of {len(members)}: " + ", ".join(m.arch for m in metas)
-    meta.policy = first.policy.model_copy(update={"temperature": 1.0, "members": refs})
+    outer = {"crop": 0, "crops": "center", "flip": False} if inside else {}  # views cut inside: one pass
+    meta.policy = first.policy.model_copy(update={**outer, "temperature": 1.0, "members": refs})
     meta.metrics, meta.history, meta.metrics_measured, meta.quantization = {}, [], None, None
     write_meta(out, meta)
     return out

@@ -114,46 +114,54 @@ def whole(tmp_path_factory, session_csv):
     return _fit(session_csv, tmp_path_factory.mktemp("whole") / "run", seed=3)
 
 
-@pytest.mark.parametrize(
-    "policy",
-    [Policy(crop=32), Policy(crop=32, crops="five"), Policy(crop=32, crops="five", flip=True)],
-    ids=["centre", "five", "five-flip"],
-)
-def test_a_crop_member_has_its_views_cut_inside_the_graph(members, whole, policy, tmp_path):
+def _as(net, policy: Policy, dest):
+    """An artifact of `net`'s network run under `policy`."""
+    dest.mkdir()
+    (dest / "model.onnx").write_bytes((net / "model.onnx").read_bytes())
+    write_meta(dest, read_meta(net).model_copy(update={"policy": policy}))
+    return dest
+
+
+# (first member, second member): "whole" is a network trained on the 48 px face, "crop" one
+# trained on 32 px crops. Whenever the two make different views, the graph cuts each member's own.
+PAIRS = {
+    "whole+centre": (("whole", Policy()), ("crop", Policy(crop=32))),
+    "whole+five": (("whole", Policy()), ("crop", Policy(crop=32, crops="five"))),
+    "whole+five-flip": (("whole", Policy()), ("crop", Policy(crop=32, crops="five", flip=True))),
+    "whole-flip+centre-flip": (("whole", Policy(flip=True)), ("crop", Policy(crop=32, flip=True, temperature=1.3))),
+    "centre+whole": (("crop", Policy(crop=32)), ("whole", Policy())),
+    "centre+centre-flip": (("crop", Policy(crop=32)), ("crop", Policy(crop=32, flip=True))),
+}
+
+
+@pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
+def test_members_with_different_views_have_them_cut_inside_the_graph(members, whole, pair, tmp_path):
     from fer.ensemble import fuse
     from fer.inference import Predictor
 
-    # A whole-face member first, then a crop-32 member under `policy`: the fused graph takes the
-    # whole face, cuts the crop member's views itself and averages them as its policy would.
-    crop_member = tmp_path / "crop32"
-    crop_member.mkdir()
-    (crop_member / "model.onnx").write_bytes((members[0] / "model.onnx").read_bytes())
-    write_meta(crop_member, read_meta(members[0]).model_copy(update={"policy": policy}))
-    fuse([whole, crop_member], tmp_path / "mixed", refs=["whole@1", "crop32@1"])
+    nets = {"whole": whole, "crop": members[0]}
+    arts = [_as(nets[net], policy, tmp_path / f"m{i}") for i, (net, policy) in enumerate(pair)]
+    fuse(arts, tmp_path / "mixed", refs=["a@1", "b@1"])
     ens = Predictor(tmp_path / "mixed")
-    assert ens.policy.crop == 0 and ens.policy.members == ["whole@1", "crop32@1"]
+    # The fused graph takes the whole face once; every view is made inside it.
+    assert ens.policy.crop == 0 and not ens.policy.flip and ens.policy.views == 1
+    assert ens.policy.members == ["a@1", "b@1"]
     x = np.random.default_rng(2).integers(0, 255, (9, 48, 48), dtype=np.uint8)
-    alone = [Predictor(m).predict_proba(x) for m in (whole, crop_member)]
-    assert np.abs(alone[0] - alone[1]).max() > 1e-2  # two different views of the face, not one twice
-    if policy.views > 1:  # the extra views change the crop member's answer: they are really there
-        centre = Predictor(members[0]).predict_proba(x, policy=Policy(crop=32))
-        assert np.abs(alone[1] - centre).max() > 1e-3
+    alone = [Predictor(a).predict_proba(x) for a in arts]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # two different answers, not one twice
+    for a, (net, policy) in zip(alone, pair, strict=True):
+        if policy.views > 1:  # the extra views change the member's answer: they are really there
+            plain = Predictor(nets[net]).predict_proba(x, policy=Policy(crop=policy.crop))
+            assert np.abs(a - plain).max() > 1e-3
     assert np.abs(ens.predict_proba(x) - np.mean(alone, axis=0)).max() <= 1e-4
 
 
-def test_fusing_refuses_members_that_disagree(members, tmp_path):
+def test_fusing_refuses_members_that_disagree(members, whole, tmp_path):
     from fer.ensemble import fuse
 
     with pytest.raises(ArtifactError, match="at least two"):
         fuse(members[:1], tmp_path / "one")
-    odd = tmp_path / "odd"
-    odd.mkdir()
-    (odd / "model.onnx").write_bytes((members[1] / "model.onnx").read_bytes())
-    write_meta(odd, read_meta(members[1]).model_copy(update={"policy": Policy()}))
-    with pytest.raises(ArtifactError, match="crop policy differs"):
+    odd = _as(members[1], read_meta(members[1]).policy, tmp_path / "odd")
+    write_meta(odd, read_meta(odd).model_copy(update={"labels": list(reversed(read_meta(odd).labels))}))
+    with pytest.raises(ArtifactError, match="labels differs"):
         fuse([members[0], odd], tmp_path / "bad")
-    # Mirrors are made outside the graph for every member but a crop one behind a whole face: a
-    # member of the first's window that wants them differently cannot be served as it answers alone.
-    write_meta(odd, read_meta(members[1]).model_copy(update={"policy": Policy(crop=32, flip=True)}))
-    with pytest.raises(ArtifactError, match="crop policy differs"):
-        fuse([members[0], odd], tmp_path / "bad-flip")
