@@ -162,7 +162,11 @@ def test_a_face_can_be_corrected_from_the_ui(browser, tmp_path):
 
     with app_process(tmp_path, FER_FEEDBACK_DIR=str(tmp_path / "feedback")) as url:
         page = browser.new_page()
+        # Every action waits up to 90 s, not Playwright's 30: on a busy 2-core runner Gradio's
+        # front end took longer than 30 s to render the upload box of a freshly started app.
+        page.set_default_timeout(90_000)
         page.goto(f"{url}/ui/", wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_text("fer-resnet18").first.wait_for()  # the UI has rendered (model name shown)
         page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / "group.jpg"))
         page.locator("#summary").get_by_text("3 faces").wait_for(timeout=60_000)
         page.locator("#face input").click()

@@ -216,8 +216,10 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     assert [p.crops for p in served] == ["center", "five"]
     assert served[1].temperature == read_meta(reg.resolve("ens@3").path).policy.temperature != 1.0
     # At a learning rate of ~0 the members are their starts, so the temperature fitted again on the
-    # same PublicTest is the ensemble's, and the fused candidate answers as production does.
-    assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
+    # same PublicTest is the ensemble's, and the fused candidate answers as production does. Within
+    # 1%, not 0.1%: two epochs leave these tiny networks near chance on some CPUs (1/7 on a
+    # Sapphire Rapids Xeon), where the NLL is flat in T and a re-exported member moves its minimum.
+    assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-2)
     assert steps["evaluate"]["candidate"]["val_acc"] == steps["evaluate"]["baseline"]["val_acc"]
 
 
