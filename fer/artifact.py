@@ -8,7 +8,9 @@ and, for a training run's artifact, `weights.pt`. Every reader and writer goes t
 Schema versions: 1 is the unversioned meta of the first shipped models (no `schema_version` key);
 2 adds `schema_version`; 3 adds the test-time `policy` (crops, flips, temperature, fused members),
 which changes what the model answers, so a fer that predates it must refuse the artifact rather
-than serve it without. All read; `write_meta` always writes the current one.
+than serve it without; 4 adds the policy's `zooms`, for the same reason. All read; `write_meta`
+writes 4 only for a policy with zooms (and leaves the key out otherwise), so every other
+artifact stays readable by a fer that knows 3.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "weights.pt"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "card.json"  # the registry's record of a version (not part of the artifact itself)
 REQUIRED_FILES = (META_FILE, ONNX_FILE)  # what serving needs
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ArtifactError(ValueError):
@@ -55,15 +57,27 @@ class Policy(BaseModel):
 
     crop: int = Field(0, ge=0)  # network input side; 0 = the whole face crop (input_size)
     crops: Literal["center", "five"] = "center"  # five: the centre and the four corner windows
+    # Zoomed views of each window: the window rescaled by each factor about its centre
+    # (bilinear; > 1 zooms in, < 1 out, the border repeated), each beside the window itself.
+    # A network trained with scale augmentation answers a face slightly nearer or farther too,
+    # and averaging those answers helps as the mirror does (docs/model-quality.md, seventh set).
+    zooms: list[float] = []
     flip: bool = False  # also average the horizontally mirrored views
     temperature: float = Field(1.0, gt=0)  # fitted on PublicTest (`fer calibrate`); 1 = uncalibrated
     # References of the networks fused into model.onnx (`fer ensemble`), which averages their
     # probabilities inside the graph; informational, the graph already does the averaging.
     members: list[str] = []
 
+    @field_validator("zooms")
+    @classmethod
+    def _zooms(cls, zooms: list[float]) -> list[float]:
+        if any(not 0.5 <= z <= 2.0 or z == 1.0 for z in zooms):
+            raise ValueError("each zoom must be in [0.5, 2] and not 1 (the window itself is always a view)")
+        return zooms
+
     @property
     def views(self) -> int:
-        return (5 if self.crops == "five" and self.crop else 1) * (2 if self.flip else 1)
+        return (5 if self.crops == "five" and self.crop else 1) * (1 + len(self.zooms)) * (2 if self.flip else 1)
 
 
 class ArtifactMeta(BaseModel):
@@ -99,7 +113,11 @@ class ArtifactMeta(BaseModel):
         return {k: v for k, v in self.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True) | {"schema_version": SCHEMA_VERSION}
+        raw = self.model_dump(mode="json", exclude_none=True)
+        if not self.policy.zooms:  # nothing a schema-3 reader would miss: write what it reads
+            del raw["policy"]["zooms"]
+            return raw | {"schema_version": 3}
+        return raw | {"schema_version": SCHEMA_VERSION}
 
 
 def read_meta(artifact_dir: Path | str) -> ArtifactMeta:

@@ -14,9 +14,10 @@ import numpy as np
 
 from fer.artifact import ONNX_FILE, ArtifactError, read_meta, write_meta
 from fer.policy import windows as policy_windows
+from fer.policy import zoom_matrix
 
 # The policy fields that decide a member's views (made outside the graph, so shared, unless cut inside).
-VIEW_KEYS = {"crop", "crops", "flip"}
+VIEW_KEYS = {"crop", "crops", "zooms", "flip"}
 
 
 def _whole(meta) -> bool:
@@ -38,7 +39,8 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
     """Nodes that cut member `i`'s views from its normalised whole face `src` into one batch `dst`.
 
     The same windows, in the same order, as `fer.policy.views` cuts for this member on its own:
-    the centre (and with `crops: five` the four corners), then their mirror images with `flip`.
+    the centre (and with `crops: five` the four corners), each followed by its zoomed copies with
+    `zooms` (two MatMuls by the zoom matrix), then their mirror images with `flip`.
     """
     from onnx import helper, numpy_helper
 
@@ -51,11 +53,23 @@ def _view_nodes(i: int, meta, src: str, dst: str) -> tuple[list, list]:
         inits.append(numpy_helper.from_array(np.array(value, np.int64), f"m{i}__{name}"))
         return f"m{i}__{name}"
 
-    axes = const("axes", [2, 3])
+    axes = const("axes", [2, 3]) if offsets else None
     for k, (y, x) in enumerate(offsets):
         starts, ends = const(f"starts{k}", [y, x]), const(f"ends{k}", [y + c, x + c])
         nodes.append(helper.make_node("Slice", [src, starts, ends, axes], [f"m{i}__win{k}"]))
         windows.append(f"m{i}__win{k}")
+    if meta.policy.zooms:
+        for j, factor in enumerate(meta.policy.zooms):
+            z = zoom_matrix(c, factor)
+            inits += [numpy_helper.from_array(a, f"m{i}__zoom{j}{t}") for a, t in ((z, ""), (z.T.copy(), "T"))]
+        zoomed = []
+        for w in windows:
+            zoomed.append(w)
+            for j in range(len(meta.policy.zooms)):
+                nodes.append(helper.make_node("MatMul", [f"m{i}__zoom{j}", w], [f"{w}__z{j}rows"]))
+                nodes.append(helper.make_node("MatMul", [f"{w}__z{j}rows", f"m{i}__zoom{j}T"], [f"{w}__z{j}"]))
+                zoomed.append(f"{w}__z{j}")
+        windows = zoomed
     if meta.policy.flip:
         # Slice with step -1 over the width: from the last column through the first.
         rev = [const("rev_starts", [-1]), const("rev_ends", [-(2**63)]), const("rev_axes", [3]), const("rev", [-1])]
@@ -91,8 +105,8 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
     Members must share labels and input size. When they also share their views (crop windows and
     mirrors), the views are made once, outside the graph, and the fused policy keeps them. When
     they differ, the graph takes the whole face and cuts each member's views itself, as that
-    member's own policy cuts them (its centre window, or five windows with `crops: five`, and
-    their mirrors with `flip`), and averages them there; the fused policy is then one plain pass.
+    member's own policy cuts them (its centre window, or five windows with `crops: five`, their
+    zooms, and their mirrors with `flip`), and averages them there; the fused policy is then one plain pass.
     So networks trained on crops and on whole faces, with and without mirrors, can be fused.
     Each may have its own normalisation: the graph takes the first member's and maps it to each
     other member's with one multiply-add, and its own temperature, so that the graph is exactly
@@ -166,7 +180,7 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
     meta = first.model_copy(deep=True)
     meta.name = name or first.name
     meta.arch = f"ensemble of {len(members)}: " + ", ".join(m.arch for m in metas)
-    outer = {"crop": 0, "crops": "center", "flip": False} if inside else {}  # views cut inside: one pass
+    outer = {"crop": 0, "crops": "center", "zooms": [], "flip": False} if inside else {}  # views cut inside: one pass
     meta.policy = first.policy.model_copy(update={**outer, "temperature": 1.0, "members": refs})
     meta.metrics, meta.history, meta.metrics_measured, meta.quantization = {}, [], None, None
     write_meta(out, meta)

@@ -60,7 +60,10 @@ class Predictor:
         self._input = self.session.get_inputs()[0].name
 
     def preprocess(self, faces: np.ndarray) -> np.ndarray:
-        """(N, s, s) uint8 grayscale views (any side the network takes) -> (N, 1, s, s) float32."""
+        """(N, s, s) grayscale views of any side the network takes -> (N, 1, s, s) float32.
+
+        Views are uint8, or float32 where a zoom interpolated them (`fer.policy.views`).
+        """
         return (faces.astype(np.float32) * self._scale - self._shift)[:, None]
 
     def logits(self, faces: np.ndarray) -> np.ndarray:

@@ -131,7 +131,7 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
         inits = [str(p.resolve()) for p in starts]
         # How each member is run inside the ensemble, carried to its fine-tuned successor.
         served = [read_meta(artifact_path(m, reg)).policy for m in start_policy.members]
-        member_policies = [p.model_dump(include={"crops", "flip", "temperature"}) for p in served]
+        member_policies = [p.model_dump(include={"crops", "zooms", "flip", "temperature"}) for p in served]
     d = step("data", data=data, data_sha=_file_hash(data), feedback=cfg.feedback,
              feedback_sha=_file_hash(cfg.feedback) if cfg.feedback else None)  # fmt: skip
     steps, tuned = {"data": d}, []

@@ -103,7 +103,7 @@ def quantize_step(inputs: dict, out: Path) -> dict:
 
 
 def _served_as(member: Path, policy: dict, out: Path) -> Path:
-    """`member`, or a copy of it under `out` run as its predecessor was (`policy`: crops, flip, temperature)."""
+    """`member`, or a copy of it under `out` run as its predecessor was (`policy`: crops, zooms, flip, temperature)."""
     from fer.artifact import write_meta
 
     meta = read_meta(member)

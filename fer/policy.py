@@ -24,10 +24,34 @@ def windows(side: int, policy: Policy) -> tuple[int, list[tuple[int, int]]]:
     return c, [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if policy.crops == "five" and c < side else [])
 
 
+def zoom_matrix(side: int, factor: float) -> np.ndarray:
+    """(side, side) float32 Z such that Z @ w @ Z.T is window `w` zoomed by `factor` about its centre.
+
+    Bilinear sampling at pixel centres, the border repeated where a zoom-out reaches past it. Each
+    row sums to 1, so the zoom commutes with the affine pixel normalisation, and `fer.ensemble`
+    applies the same Z inside a fused graph as two MatMuls.
+    """
+    u = (np.arange(side) + 0.5 - side / 2) / factor + side / 2 - 0.5  # source coordinate of each output pixel
+    u = np.clip(u, 0, side - 1)
+    lo = np.floor(u).astype(int)
+    hi, w = np.minimum(lo + 1, side - 1), (u - lo).astype(np.float32)
+    z = np.zeros((side, side), np.float32)
+    np.add.at(z, (np.arange(side), lo), 1 - w)
+    np.add.at(z, (np.arange(side), hi), w)
+    return z
+
+
 def views(faces: np.ndarray, policy: Policy) -> np.ndarray:
-    """(N, S, S) uint8 crops -> (V, N, s, s) views: the policy's crop windows, then their mirrors."""
+    """(N, S, S) uint8 crops -> (V, N, s, s) views: the policy's crop windows, then their mirrors.
+
+    With `zooms`, each window is followed by its zoomed copies, and the views are float32 (a zoom
+    interpolates between pixels; rounding it to uint8 would differ from the fused graph).
+    """
     c, offsets = windows(faces.shape[-1], policy)
     cuts = [faces[:, y : y + c, x : x + c] for y, x in offsets]
+    if policy.zooms:
+        mats = [zoom_matrix(c, z) for z in policy.zooms]
+        cuts = [v for w in cuts for v in [w.astype(np.float32)] + [m @ w.astype(np.float32) @ m.T for m in mats]]
     if policy.flip:
         cuts += [w[:, :, ::-1] for w in cuts]
     return np.ascontiguousarray(np.stack(cuts))

@@ -79,11 +79,15 @@ def calibrate(
     ] = None,
     crop: Annotated[int | None, typer.Option(help="crop windows of this side (a crop-trained network)")] = None,
     crops: Annotated[str | None, typer.Option(help="center or five (centre + corners) windows")] = None,
+    zoom: Annotated[
+        list[float] | None,
+        typer.Option(help="also a view of each window zoomed by this factor (repeat: --zoom 1.0833 --zoom 0.9167)"),
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Fit temperature scaling on PublicTest and write a calibrated artifact (same network file).
 
-    Set the rest of the test-time policy here too (--flip, --crop, --crops); the temperature is
+    Set the rest of the test-time policy here too (--flip, --crop, --crops, --zoom); the temperature is
     fitted for that policy, and val/test metrics are re-measured through it. Register the result
     with `fer registry register OUT`; promotion goes through the gate as for any version.
     """
@@ -98,7 +102,7 @@ def calibrate(
     try:
         mv = open_registry_for(registry).resolve(model or settings.model)
         base = read_meta(mv.path).policy
-        update = {k: v for k, v in {"flip": flip, "crop": crop, "crops": crops}.items() if v is not None}
+        update = {k: v for k, v in {"flip": flip, "crop": crop, "crops": crops, "zooms": zoom}.items() if v is not None}
         policy = base.model_validate(base.model_dump() | update)
         ds = load_dataset(data or settings.data, cache_dir=settings.cache)
         r = calibrate_artifact(mv.path, out, ds, mv.ref, policy)

@@ -6,13 +6,15 @@ the data-gated parity of `fer evaluate` and `/predict` on FER-2013 lives in test
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import require_module
 
 from fer.artifact import ArtifactError, Normalize, Policy, read_meta, write_meta
 from fer.evaluate import classification_metrics
-from fer.policy import combine, fit_temperature, nll, softmax, views
+from fer.policy import combine, fit_temperature, nll, softmax, views, zoom_matrix
 
 require_module("torch", "training tiny networks (requirements.txt)")
 
@@ -42,11 +44,46 @@ def test_views_are_the_centre_corners_and_mirrors():
     assert views(faces, Policy()).shape == (1, 2, 48, 48)
 
 
+def test_zoomed_views_follow_each_window_then_all_are_mirrored():
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    policy = Policy(zooms=[1.25, 0.8], flip=True)
+    v = views(faces, policy)
+    assert v.shape == (6, 3, 48, 48) and policy.views == 6 and v.dtype == np.float32
+    assert np.array_equal(v[0], faces)  # the window itself first, unchanged
+    # Zoom in by 1.25: output pixel i samples source (i + 0.5 - 24) / 1.25 + 23.5; pixel 4 -> 7.1.
+    y, x = 4 + 0.5, 10 + 0.5
+    sy, sx = (y - 24) / 1.25 + 23.5, (x - 24) / 1.25 + 23.5
+    y0, x0 = int(sy), int(sx)
+    wy, wx = sy - y0, sx - x0
+    f = faces[1].astype(np.float64)
+    top, bottom = (1 - wx) * f[y0, x0] + wx * f[y0, x0 + 1], (1 - wx) * f[y0 + 1, x0] + wx * f[y0 + 1, x0 + 1]
+    bilinear = (1 - wy) * top + wy * bottom
+    assert v[1, 1, 4, 10] == pytest.approx(bilinear, abs=1e-3)
+    # Zoom out by 0.8: the border repeats past the edge, and a flat face stays flat.
+    flat = np.full((1, 48, 48), 77, np.uint8)
+    assert np.allclose(views(flat, Policy(zooms=[0.8])), 77, atol=1e-4)
+    assert np.allclose(zoom_matrix(40, 0.8).sum(1), 1) and np.allclose(zoom_matrix(40, 1.3).sum(1), 1)
+    assert np.array_equal(v[3], v[0][:, :, ::-1]) and np.allclose(v[5], v[2][:, :, ::-1])  # mirrors last
+    five = Policy(crop=32, crops="five", zooms=[1.1])
+    assert views(faces, five).shape == (10, 3, 32, 32) and five.views == 10
+    with pytest.raises(ValueError, match="zoom"):
+        Policy(zooms=[1.0])
+
+
 def test_policy_round_trips_through_the_artifact(members, tmp_path):
     meta = read_meta(members[0])
     assert meta.policy == Policy(crop=32)  # trained on random crops: served on the centre crop
     meta.policy = Policy(crop=32, crops="five", flip=True, temperature=1.7, members=["a@1", "b@2"])
     write_meta(tmp_path, meta)
+    assert read_meta(tmp_path).policy == meta.policy
+    # Zooms need schema 4 (a fer that predates them must refuse, not serve without); other
+    # policies are still written as schema 3, which every earlier fer since the policy reads.
+    assert json.loads((tmp_path / "meta.json").read_text())["schema_version"] == 3
+    meta.policy = Policy(zooms=[1.0833, 0.9167], flip=True, temperature=1.1)
+    write_meta(tmp_path, meta)
+    raw = json.loads((tmp_path / "meta.json").read_text())
+    assert raw["schema_version"] == 4 and raw["policy"]["zooms"] == [1.0833, 0.9167]
     assert read_meta(tmp_path).policy == meta.policy
     bad = meta.to_json() | {"policy": {"crops": "ten"}}
     (tmp_path / "meta.json").write_text(__import__("json").dumps(bad))
@@ -131,6 +168,11 @@ PAIRS = {
     "whole-flip+centre-flip": (("whole", Policy(flip=True)), ("crop", Policy(crop=32, flip=True, temperature=1.3))),
     "centre+whole": (("crop", Policy(crop=32)), ("whole", Policy())),
     "centre+centre-flip": (("crop", Policy(crop=32)), ("crop", Policy(crop=32, flip=True))),
+    "whole-zooms-flip+centre-flip": (
+        ("whole", Policy(zooms=[1.0833, 0.9167], flip=True)),
+        ("crop", Policy(crop=32, flip=True)),
+    ),
+    "five-zoom+whole": (("crop", Policy(crop=32, crops="five", zooms=[1.2])), ("whole", Policy())),
 }
 
 
