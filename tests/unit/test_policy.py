@@ -207,3 +207,19 @@ def test_fusing_refuses_members_that_disagree(members, whole, tmp_path):
     write_meta(odd, read_meta(odd).model_copy(update={"labels": list(reversed(read_meta(odd).labels))}))
     with pytest.raises(ArtifactError, match="labels differs"):
         fuse([members[0], odd], tmp_path / "bad")
+
+
+def test_calibrate_command_sets_zooms_and_refuses_a_bad_one(whole, session_csv, tmp_path):
+    from typer.testing import CliRunner
+
+    from fer.cli import app
+    from fer.registry import open_registry
+
+    open_registry(tmp_path / "reg").register("tiny", whole)
+    args = ["calibrate", "--model", "tiny@1", "--registry", str(tmp_path / "reg"), "--data", str(session_csv)]
+    r = CliRunner().invoke(app, [*args, "--flip", "--zoom", "1.1", "--zoom", "0.9", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 0, r.output
+    policy = read_meta(tmp_path / "z").policy
+    assert policy.zooms == [1.1, 0.9] and policy.flip and policy.views == 6 and policy.temperature != 1.0
+    r = CliRunner().invoke(app, [*args, "--zoom", "3", "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "zoom" in r.output and not (tmp_path / "bad").exists()
