@@ -185,8 +185,10 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     reg = open_registry(tmp_path / "reg")
     # A whole-face member and a crop-32 member, which the ensemble runs on five windows (as v10's
     # crop-40 member): that is its own policy, and its fine-tuned successor must keep it.
+    # Four epochs at a high rate take them well above chance (~85% here), where the NLL has a
+    # clear minimum in T; two leave them near 1/7 on some CPUs, where it is flat.
     for seed, crop in ((1, 0), (2, 32)):
-        m = fit(load_train_config(None, ["epochs=2", f"seed={seed}", f"augment.crop={crop}", *base]),
+        m = fit(load_train_config(None, ["epochs=4", "optim.lr=0.01", f"seed={seed}", f"augment.crop={crop}", *base]),
                 data_path=str(session_csv), run_dir=tmp_path / f"m{seed}")  # fmt: skip
         reg.register("ens", m.artifact_dir)
     ds = load_dataset(session_csv, cache_dir=tmp_path / "cache")
@@ -216,10 +218,8 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     assert [p.crops for p in served] == ["center", "five"]
     assert served[1].temperature == read_meta(reg.resolve("ens@3").path).policy.temperature != 1.0
     # At a learning rate of ~0 the members are their starts, so the temperature fitted again on the
-    # same PublicTest is the ensemble's, and the fused candidate answers as production does. Within
-    # 1%, not 0.1%: two epochs leave these tiny networks near chance on some CPUs (1/7 on a
-    # Sapphire Rapids Xeon), where the NLL is flat in T and a re-exported member moves its minimum.
-    assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-2)
+    # same PublicTest is the ensemble's, and the fused candidate answers as production does.
+    assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
     assert steps["evaluate"]["candidate"]["val_acc"] == steps["evaluate"]["baseline"]["val_acc"]
 
 
