@@ -3,8 +3,11 @@
     python deploy/docker/prune_registry.py REGISTRY_DIR
 
 The Dockerfile's build stage runs this on its copy of models/registry. A version is kept when an
-alias names it now or production ever held it (history.jsonl): those are what `/predict` and
-`fer registry rollback` can reach. Ensemble members and fp32 training parents go: a fused version
+alias names it now or a rollback can still reach it: those are what `/predict` and `fer registry
+rollback` can serve. The history (history.jsonl) is replayed as the registry replays it to roll
+back (fer/registry/local.py, `_previous`): promotions push, rollbacks pop, so a version that was
+promoted and then rolled back from is off the stack and cannot come back by rollback.
+Ensemble members and fp32 training parents go: a fused version
 carries its members inside its own graph, and fine-tuning a parent needs torch, which the image
 does not have. Each new member would otherwise add 11-22 MB to the image (docs/benchmarks.md).
 
@@ -20,17 +23,28 @@ from pathlib import Path
 
 
 def reachable(model_dir: Path) -> set[int]:
-    """Versions an alias names now, or that production held at any time."""
+    """Versions an alias names now, or that a rollback of some alias can still reach."""
     keep: set[int] = set()
     aliases = model_dir / "aliases.json"
     if aliases.is_file():
         keep |= {int(v) for v in json.loads(aliases.read_text()).values()}
     history = model_dir / "history.jsonl"
+    stacks: dict[str, list[int]] = {}
     if history.is_file():
         for line in history.read_text().splitlines():
-            if line.strip():
-                move = json.loads(line)
-                keep |= {int(move[k]) for k in ("from", "to") if move.get(k) is not None}
+            if not line.strip():
+                continue
+            move = json.loads(line)
+            stack = stacks.setdefault(move["alias"], [])
+            if not stack and move.get("from") is not None:
+                stack.append(int(move["from"]))
+            if move.get("action") == "rollback":
+                if stack:
+                    stack.pop()
+            elif move.get("to") is not None:
+                stack.append(int(move["to"]))
+    for stack in stacks.values():
+        keep |= set(stack)
     return keep
 
 

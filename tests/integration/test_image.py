@@ -83,8 +83,8 @@ def test_size_budget_and_no_torch_or_host_ca_inside(image):
 
 def test_the_image_ships_what_production_can_serve_or_roll_back_to(image):
     # The build stage prunes its copy of the registry (deploy/docker/prune_registry.py, whose rule
-    # tests/unit/test_registry.py checks): members and training parents stay out, every version
-    # production held stays in, so rollback works inside.
+    # tests/unit/test_registry.py checks): members, training parents and versions rolled back from
+    # stay out, every version a rollback can reach stays in, so rollback works inside.
     shipped = REPO / "models" / "registry" / "fer-resnet18"
     held = load_script("deploy/docker/prune_registry.py").reachable(shipped)
     inside = docker("run", "--rm", TAG, "ls", "/app/models/registry/fer-resnet18/versions").stdout.split()

@@ -203,8 +203,9 @@ def test_a_forced_promotion_records_who_and_why(reg, tmp_path):
 
 def test_the_image_keeps_what_production_can_serve_or_roll_back_to(reg, tmp_path):
     # deploy/docker/prune_registry.py, which the Dockerfile's build stage runs on its copy of the
-    # shipped registry: a member or training parent goes, production's past versions and any
-    # version an alias names stay, and the pruned registry still resolves and rolls back.
+    # shipped registry: a member or training parent goes, and so does a version rolled back from;
+    # production's other past versions and any version an alias names stay, and the pruned
+    # registry still resolves and rolls back.
     from conftest import load_script
 
     prune_registry = load_script("deploy/docker/prune_registry.py")
@@ -213,6 +214,8 @@ def test_the_image_keeps_what_production_can_serve_or_roll_back_to(reg, tmp_path
     reg.promote("m", 2)
     reg.promote("m", 4)
     reg.promote("m", 5, alias="shadow")
+    reg.promote("m", 6)
+    reg.rollback("m")  # 6 was production, then rolled back from: no rollback can reach it again
     gone = prune_registry.prune(reg.root)
     assert [(p.parent.parent.name, int(p.name)) for p in gone] == [("m", 1), ("m", 3), ("m", 6)]
     pruned = LocalRegistry(reg.root)
