@@ -155,6 +155,7 @@ def evaluate(
         typer.echo(f"report: {', '.join(str(p) for p in paths.values())}")
     pol = m["policy"]
     views = f"{pol['crops']} {pol['crop']} px crops" if pol["crop"] else "whole crop"
+    views += f", zoomed x{' x'.join(f'{z:g}' for z in pol['zooms'])}" if pol.get("zooms") else ""
     where = f"{split} without Training duplicates" if unseen else split
     typer.echo(
         f"{name} on {where} ({m['n']} images; {views}{', + mirror' if pol['flip'] else ''}, "
