@@ -7,6 +7,7 @@ the model tests), so what a model scores and what it answers can never disagree.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -24,6 +25,7 @@ def windows(side: int, policy: Policy) -> tuple[int, list[tuple[int, int]]]:
     return c, [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if policy.crops == "five" and c < side else [])
 
 
+@lru_cache(maxsize=32)  # views() runs per request; the matrix depends only on (side, factor)
 def zoom_matrix(side: int, factor: float) -> np.ndarray:
     """(side, side) float32 Z such that Z @ w @ Z.T is window `w` zoomed by `factor` about its centre.
 
@@ -38,6 +40,7 @@ def zoom_matrix(side: int, factor: float) -> np.ndarray:
     z = np.zeros((side, side), np.float32)
     np.add.at(z, (np.arange(side), lo), 1 - w)
     np.add.at(z, (np.arange(side), hi), w)
+    z.flags.writeable = False  # shared by every caller through the cache
     return z
 
 
