@@ -16,12 +16,12 @@ artifact stays readable by a fer that knows 3.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fer.files import atomic_write
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "weights.pt"
@@ -156,10 +156,7 @@ def write_meta(artifact_dir: Path | str, meta: ArtifactMeta) -> Path:
     """Write meta.json atomically (a reader never sees half a file)."""
     path = Path(artifact_dir) / META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta.to_json(), f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(meta.to_json(), indent=2))
     return path
 
 

@@ -14,8 +14,6 @@ import fcntl
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fer.files import atomic_write
 
 
 class FeedbackError(ValueError):
@@ -126,10 +126,7 @@ class FeedbackStore:
                                    "(FER_FEEDBACK_MAX_RECORDS); export it with fer feedback export")  # fmt: skip
             crop = self.root / "crops" / record["crop"]
             if not crop.exists():
-                fd, tmp = tempfile.mkstemp(dir=crop.parent, prefix=".crop-")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, crop)
+                atomic_write(crop, data)
             with open(self.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
         return record
@@ -142,10 +139,7 @@ class FeedbackStore:
             keep = [r for r in records if r["time"] >= cutoff]
             if len(keep) == len(records):
                 return 0
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".feedback-")
-            with os.fdopen(fd, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in keep)
-            os.replace(tmp, self.log)
+            atomic_write(self.log, "".join(json.dumps(r) + "\n" for r in keep))
             used = {r["crop"] for r in keep}
             for p in (self.root / "crops").glob("*.png"):
                 if p.name not in used:

@@ -21,14 +21,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from fer.artifact import CARD_FILE, REQUIRED_FILES, ArtifactError, read_meta
-from fer.files import sha256_file
+from fer.files import atomic_write, sha256_file
 from fer.registry.base import (
     GATE_METRIC,
     NAME_RE,
@@ -46,15 +45,6 @@ from fer.registry.base import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class LocalRegistry:
@@ -216,7 +206,7 @@ class LocalRegistry:
             aliases.pop(alias, None)
         else:
             aliases[alias] = version
-        _atomic_write(self.root / name / "aliases.json", json.dumps(aliases, indent=2))
+        atomic_write(self.root / name / "aliases.json", json.dumps(aliases, indent=2), fsync=True)
         with open(self.root / name / "history.jsonl", "a") as f:
             f.write(
                 json.dumps({"time": time.time(), "alias": alias, "from": old, "to": version, "action": action, **note})

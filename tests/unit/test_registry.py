@@ -222,3 +222,28 @@ def test_the_image_keeps_what_production_can_serve_or_roll_back_to(reg, tmp_path
     assert [v.version for v in pruned.list("m")] == [2, 4, 5]
     assert pruned.resolve("m@production").version == 4
     assert pruned.rollback("m").version == 2
+
+
+def test_files_written_atomically_get_the_umask_mode_not_owner_only(tmp_path):
+    # mkstemp's files are 0600: before atomic_write chmodded them, a promotion made as root left
+    # an aliases.json that the serving image (uid 10001) could not read, and /ready stayed 503.
+    import os
+
+    from fer.artifact import read_meta, write_meta
+
+    old = os.umask(0o022)
+    try:
+        reg = LocalRegistry(tmp_path / "reg")
+        mv = reg.register("fer-resnet18", make_artifact(tmp_path, 0.6))
+        reg.promote("fer-resnet18", mv.version)
+        aliases = tmp_path / "reg" / "fer-resnet18" / "aliases.json"
+        assert json.loads(aliases.read_text()) == {"production": int(mv.version)}
+        meta = write_meta(tmp_path / "art", read_meta(mv.path))
+        for path in (aliases, meta):
+            assert path.stat().st_mode & 0o777 == 0o644, path
+        os.umask(0o077)  # an operator who wants owner-only files still gets them
+        reg.promote("fer-resnet18", mv.version, alias="staging")
+        assert aliases.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert not list(aliases.parent.glob(".aliases.json.*"))  # no temporary file left behind
