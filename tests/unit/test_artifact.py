@@ -22,8 +22,11 @@ def test_shipped_artifacts_load_unchanged(version_dir):
     assert expected == (1 if int(version_dir.name) <= 2 else 4 if zooms else 3)
     meta = read_meta(version_dir)
     assert meta.schema_version == expected and len(meta.labels) == 7
-    if meta.policy.members:  # versions 6, 9, 11 and 18: fused, calibrated ensembles of registered networks
-        assert meta.arch.startswith("ensemble of") and meta.policy.temperature != 1.0
+    if meta.policy.members:  # versions 6, 9, 11, 18, 30 and 31: fused ensembles of registered networks
+        assert meta.arch.startswith("ensemble of")
+        if meta.policy.temperature == 1.0:  # a fused step registered before calibration (30 -> 31)
+            parents = {json.loads((d / "meta.json").read_text()).get("calibration", {}).get("parent") for d in SHIPPED}
+            assert f"fer-resnet18@{version_dir.name}" in parents
     else:
         assert meta.arch == "resnet18_s2"
         if expected == 1:
