@@ -1,4 +1,4 @@
-"""Small file helpers shared by data loading and the registry (no heavy imports)."""
+"""Small file helpers shared by data loading, artifacts, the registry and feedback (no heavy imports)."""
 
 from __future__ import annotations
 
