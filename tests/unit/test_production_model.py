@@ -107,7 +107,7 @@ def test_the_shipped_temperature_lowers_nll_and_ece_stays_under_3_percent(shippe
 def test_every_shipped_ensemble_is_the_average_of_its_registered_members():
     # A fused graph is nothing but its members, each of which stays registered (and fine-tunable).
     # Every ensemble ever shipped (versions 6, 9, 11, 18, 31) stays a rollback target, so each is checked.
-    from fer.ensemble import VIEW_KEYS
+    from fer.ensemble import VIEW_KEYS, _views_inside
     from fer.inference import Predictor
     from fer.policy import softmax
 
@@ -123,11 +123,10 @@ def test_every_shipped_ensemble_is_the_average_of_its_registered_members():
     for mv in ensembles:
         ensemble = Predictor(mv.path, threads=1)
         members = [Predictor(reg.resolve(ref).path, threads=1) for ref in ensemble.policy.members]
-        views = [m.policy.model_dump(include=VIEW_KEYS) for m in members]
-        if all(v == views[0] for v in views):  # shared views are made outside the graph (v30, v31)
-            shared = ensemble.policy.model_copy(update={**views[0], "temperature": 1.0})
-            fused = ensemble.predict_proba(faces, policy=shared)
-        else:  # each member's own views are cut inside the graph from the whole face
+        if _views_inside([m.meta for m in members]):  # each member's views are cut inside the graph
             fused = softmax(ensemble.logits(faces))
+        else:  # the views the members share are made outside the graph (v30, v31), once for all
+            shared = {**members[0].policy.model_dump(include=VIEW_KEYS), "temperature": 1.0}
+            fused = ensemble.predict_proba(faces, policy=ensemble.policy.model_copy(update=shared))
         expected = np.mean([m.predict_proba(faces) for m in members], axis=0)
         np.testing.assert_allclose(fused, expected, atol=1e-4, err_msg=mv.ref)
