@@ -42,6 +42,10 @@ class DataConfig(StrictModel):
     # target above + teacher_weight x the teacher's probabilities. `fer train --teacher REF` resolves one.
     teacher: str | None = None
     teacher_weight: float = Field(0.5, ge=0, le=1)
+    # Softens the teacher's probabilities before the mix, as softmax(log p / T) (Hinton et al.'s
+    # distillation temperature; 1 = as served). A teacher that has seen the Training faces answers
+    # them more surely than faces it has not, so its wrong-but-plausible classes carry little weight.
+    teacher_temperature: float = Field(1.0, gt=0, le=20)
 
 
 class AugmentConfig(StrictModel):

@@ -19,7 +19,16 @@ from fer.config import ConfigError
 log = logging.getLogger(__name__)
 
 
-def teacher_targets(teacher: Path, faces: np.ndarray, base: np.ndarray, labels: list[str], weight: float) -> np.ndarray:
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """(N, C) probabilities -> softmax(log p / T): T > 1 flattens them, keeping their order."""
+    from fer.policy import softmax
+
+    return probs if temperature == 1 else softmax(np.log(np.clip(probs, 1e-12, None)) / temperature)
+
+
+def teacher_targets(
+    teacher: Path, faces: np.ndarray, base: np.ndarray, labels: list[str], weight: float, temperature: float = 1.0
+) -> np.ndarray:
     """(N, C) float32 targets: (1 - weight) x `base` + weight x the teacher's probabilities for `faces`.
 
     Args:
@@ -27,6 +36,7 @@ def teacher_targets(teacher: Path, faces: np.ndarray, base: np.ndarray, labels: 
         faces: (N, 48, 48) uint8 training faces, whole (a crop policy cuts its own windows).
         base: (N, C) targets without the teacher (one-hot labels, or FER+ soft labels).
         labels: the class order `base` uses; the teacher must answer in the same order.
+        temperature: softens the teacher's probabilities (`soften`) before the mix.
 
     Raises:
         ConfigError: the teacher has other labels or takes other faces than the training data.
@@ -43,7 +53,7 @@ def teacher_targets(teacher: Path, faces: np.ndarray, base: np.ndarray, labels: 
     if faces.shape[1:] != (predictor.input_size, predictor.input_size):
         raise ConfigError(f"teacher {teacher} takes {predictor.input_size} px faces; the data has {faces.shape[1:]}")
     start = time.perf_counter()
-    probs = predictor.predict_proba(faces)
+    probs = soften(predictor.predict_proba(faces), temperature)
     agree = float((probs.argmax(1) == base.argmax(1)).mean()) if len(base) else 0.0
     log.info(
         "teacher %s answered %d training faces in %.0f s; its top class is the target's on %.1f%%",

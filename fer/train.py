@@ -67,7 +67,8 @@ def _targets(cfg: TrainConfig, data: Dataset, train: Split) -> np.ndarray | None
         from fer.distill import teacher_targets
 
         base = targets if targets is not None else np.eye(len(LABELS), dtype=np.float32)[train.y]
-        targets = teacher_targets(Path(cfg.data.teacher), train.x, base, list(LABELS), cfg.data.teacher_weight)
+        d = cfg.data
+        targets = teacher_targets(Path(d.teacher), train.x, base, list(LABELS), d.teacher_weight, d.teacher_temperature)
     return targets
 
 

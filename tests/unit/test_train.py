@@ -173,3 +173,20 @@ def test_a_teacher_with_other_labels_is_refused(session_csv, trained_artifact, t
     assert (half >= 0.5 * base).all()  # the label keeps its half
     with pytest.raises(ConfigError, match="answers"):
         teacher_targets(trained_artifact, train.x, base, list(reversed(LABELS)), 0.5)
+
+
+def test_a_distillation_temperature_softens_the_teacher_and_keeps_its_order(session_csv, trained_artifact, tmp_path):
+    from fer.data import LABELS, load_dataset
+    from fer.distill import teacher_targets
+
+    train = load_dataset(session_csv, cache_dir=tmp_path / "c")["train"]
+    zero = np.zeros((len(train.x), 7), np.float32)  # weight 1 below: the targets are the teacher alone
+    served = teacher_targets(trained_artifact, train.x, zero, list(LABELS), 1.0)
+    soft = teacher_targets(trained_artifact, train.x, zero, list(LABELS), 1.0, temperature=3.0)
+    np.testing.assert_allclose(soft.sum(1), 1, atol=1e-5)
+    entropy = lambda p: -(p * np.log(p + 1e-12)).sum(1)  # noqa: E731
+    assert (entropy(soft) >= entropy(served) - 1e-5).all() and entropy(soft).mean() > entropy(served).mean() + 0.1
+    assert (soft.argmax(1) == served.argmax(1)).all()  # flatter, in the same order
+    # softmax(log p / T) is p^(1/T), renormalised
+    want = served ** (1 / 3) / (served ** (1 / 3)).sum(1, keepdims=True)
+    np.testing.assert_allclose(soft, want, rtol=1e-4, atol=1e-6)
