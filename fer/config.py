@@ -46,6 +46,11 @@ class DataConfig(StrictModel):
     # distillation temperature; 1 = as served). A teacher that has seen the Training faces answers
     # them more surely than faces it has not, so its wrong-but-plausible classes carry little weight.
     teacher_temperature: float = Field(1.0, gt=0, le=20)
+    # Consistent teaching (Beyer et al. 2022, "a good teacher is patient and consistent"): the
+    # teacher answers every training batch as the student sees it, augmented and mixed, instead of
+    # once on the clean faces, so the target always describes the image being learnt. Costs a
+    # teacher pass per step; the teacher must take the student's input size (no crop training).
+    teacher_consistent: bool = False
 
 
 class AugmentConfig(StrictModel):

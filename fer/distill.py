@@ -11,10 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fer.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from fer.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +30,26 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     from fer.policy import softmax
 
     return probs if temperature == 1 else softmax(np.log(np.clip(probs, 1e-12, None)) / temperature)
+
+
+def load_teacher(teacher: Path, labels: list[str], size: int) -> Predictor:
+    """The teacher's `Predictor`, refused unless it answers in `labels`' order and takes size x size faces.
+
+    Raises:
+        ConfigError: the teacher is not an artifact, has other labels, or takes other faces.
+    """
+    from fer.artifact import ArtifactError
+    from fer.inference import Predictor
+
+    try:
+        predictor = Predictor(teacher, threads=0)
+    except ArtifactError as e:
+        raise ConfigError(f"teacher {teacher}: {e}") from e
+    if predictor.labels != list(labels):
+        raise ConfigError(f"teacher {teacher} answers {predictor.labels}, not {list(labels)}")
+    if predictor.input_size != size:
+        raise ConfigError(f"teacher {teacher} takes {predictor.input_size} px faces; the student's are {size} px")
+    return predictor
 
 
 def teacher_targets(
@@ -41,17 +67,7 @@ def teacher_targets(
     Raises:
         ConfigError: the teacher has other labels or takes other faces than the training data.
     """
-    from fer.artifact import ArtifactError
-    from fer.inference import Predictor
-
-    try:
-        predictor = Predictor(teacher, threads=0)
-    except ArtifactError as e:
-        raise ConfigError(f"teacher {teacher}: {e}") from e
-    if predictor.labels != list(labels):
-        raise ConfigError(f"teacher {teacher} answers {predictor.labels}, not {list(labels)}")
-    if faces.shape[1:] != (predictor.input_size, predictor.input_size):
-        raise ConfigError(f"teacher {teacher} takes {predictor.input_size} px faces; the data has {faces.shape[1:]}")
+    predictor = load_teacher(teacher, labels, faces.shape[-1])
     start = time.perf_counter()
     probs = soften(predictor.predict_proba(faces), temperature)
     agree = float((probs.argmax(1) == base.argmax(1)).mean()) if len(base) else 0.0
@@ -63,3 +79,34 @@ def teacher_targets(
         100 * agree,
     )
     return ((1 - weight) * base + weight * probs).astype(np.float32)
+
+
+class ConsistentTeacher:
+    """The teacher answering each training batch exactly as the student sees it (`data.teacher_consistent`).
+
+    The student's batches are normalised tensors, augmented and mixed; the teacher gets the same
+    pixels back in 0-255 and runs its served policy on them, so a flipped, rotated or blended face
+    is taught with what the teacher says of *that* image (Beyer et al. 2022).
+
+    Args:
+        teacher: an artifact folder taking `size` px faces.
+        mean, std: the student's input normalisation (`fer.device.Batcher`'s), undone here.
+    """
+
+    def __init__(
+        self, teacher: Path, labels: list[str], size: int, weight: float, temperature: float, mean: float, std: float
+    ):
+        self.predictor = load_teacher(teacher, labels, size)
+        self.weight, self.temperature, self.mean, self.std = weight, temperature, mean, std
+
+    def probs(self, x: torch.Tensor) -> np.ndarray:
+        """(B, C) teacher probabilities for a (B, 1, s, s) batch in the student's normalisation."""
+        pixels = ((x.detach().float() * self.std + self.mean) * 255).squeeze(1).contiguous().cpu().numpy()
+        return soften(self.predictor.predict_proba(pixels), self.temperature)
+
+    def mix(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(1 - weight) x `target` ((B, C) distributions) + weight x the teacher's answers on `x`."""
+        import torch
+
+        taught = torch.from_numpy(self.probs(x)).to(target.device, target.dtype)
+        return (1 - self.weight) * target + self.weight * taught

@@ -6,6 +6,8 @@ checkpoints, tracking, the artifact) is `fer.train.fit`'s.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,9 @@ from fer.data import LABELS, Split, iterate_batches, num_batches
 from fer.device import Batcher, autocast
 from fer.evaluate import classification_metrics
 from fer.onnx_import import freeze_batchnorm
+
+if TYPE_CHECKING:
+    from fer.distill import ConsistentTeacher
 
 
 def train_one_epoch(
@@ -30,11 +35,13 @@ def train_one_epoch(
     bf16: bool,
     desc: str = "train",
     targets: np.ndarray | None = None,
+    teacher: ConsistentTeacher | None = None,
 ) -> dict[str, float]:
     """One pass over `split`; `targets` (N, C) are soft labels (FER+ votes) instead of `split.y`.
 
     With `cfg.augment.mixup`, each batch is blended with a shuffled copy of itself (images and
-    target distributions alike). Training accuracy counts against the original labels.
+    target distributions alike). A `teacher` then mixes its answers on the very batch the network
+    sees into the targets. Training accuracy counts against the original labels.
     """
     model.train()
     if cfg.init:
@@ -56,6 +63,8 @@ def train_one_epoch(
         target = y if targets is None else torch.from_numpy(targets[idx]).to(batcher.device)
         if alpha:
             x, target = mixup(x, target, alpha, rng, len(LABELS))
+        if teacher is not None:
+            target = teacher.mix(x, F.one_hot(target, len(LABELS)).float() if target.dim() == 1 else target)
         with autocast(batcher.device, bf16):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)

@@ -63,13 +63,25 @@ def _prepare(cfg: TrainConfig, data: Dataset | None, data_path: str | None) -> t
 def _targets(cfg: TrainConfig, data: Dataset, train: Split) -> np.ndarray | None:
     """Soft training targets (N, C) when FER+ votes or a teacher make them; None trains on the labels."""
     targets = soft_targets(data, train, Path(cfg.data.ferplus), cfg.data.ferplus_weight) if cfg.data.ferplus else None
-    if cfg.data.teacher:
+    if cfg.data.teacher and not cfg.data.teacher_consistent:  # a consistent teacher answers per batch
         from fer.distill import teacher_targets
 
         base = targets if targets is not None else np.eye(len(LABELS), dtype=np.float32)[train.y]
         d = cfg.data
         targets = teacher_targets(Path(d.teacher), train.x, base, list(LABELS), d.teacher_weight, d.teacher_temperature)
     return targets
+
+
+def _consistent_teacher(cfg: TrainConfig, train: Split, mean: float, std: float):
+    """`data.teacher_consistent`'s per-batch teacher, taking the student's input (its crop, if any)."""
+    if not (cfg.data.teacher and cfg.data.teacher_consistent):
+        return None
+    from fer.distill import ConsistentTeacher
+
+    side = train.x.shape[-1]
+    size = cfg.augment.crop if 0 < cfg.augment.crop < side else side
+    d = cfg.data
+    return ConsistentTeacher(Path(d.teacher), list(LABELS), size, d.teacher_weight, d.teacher_temperature, mean, std)
 
 
 def fit(
@@ -141,6 +153,7 @@ def fit(
         history, best_acc, best_epoch, start_epoch = restore_last(ckpt, model, optimizer, scheduler, rng, gen)
         best_state = load_best(run_dir) or best_state
 
+    teacher = _consistent_teacher(cfg, train, mean, std)
     augment = BatchAugment(cfg.augment, gen)
     train_batcher = Batcher(mean, std, device, cfg.channels_last, augment)
     eval_batcher = Batcher(mean, std, device, cfg.channels_last, center_crop=cfg.augment.crop)
@@ -190,6 +203,7 @@ def fit(
                 bf16,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 targets=targets,
+                teacher=teacher,
             )
             val_m, cm = evaluate_epoch(model, val, eval_batcher, cfg, bf16)
             metrics |= val_m | {"epoch_time_s": time.time() - te}

@@ -153,11 +153,40 @@ def test_distillation_learns_the_teachers_answers(session_csv, tmp_path):
     teacher = fit(_cfg("epochs=6", "optim.lr=0.003"), data=shifted, run_dir=tmp_path / "t", evaluate_test=False)
     assert teacher.metrics["val_acc"] > 0.5
     student_data = Dataset({**ds.splits, "val": shifted["val"]}, ds.source, ds.checksum, "csv")
-    cfg = _cfg("epochs=6", "optim.lr=0.003", f"data.teacher={teacher.artifact_dir}", "data.teacher_weight=1")
-    student = fit(cfg, data=student_data, run_dir=tmp_path / "s", export_onnx=False, evaluate_test=False)
-    assert student.metrics["val_acc"] > 0.5
-    meta = json.loads((student.artifact_dir / "meta.json").read_text())
-    assert meta["config"]["data"]["teacher"] == str(teacher.artifact_dir)
+    # Taught once on the clean faces, then (consistent teaching) on every augmented, mixed batch.
+    for consistent, extra in ((False, []), (True, ["data.teacher_consistent=true", "augment.mixup=0.2"])):
+        teach = [f"data.teacher={teacher.artifact_dir}", "data.teacher_weight=1", *extra]
+        cfg, run = _cfg("epochs=6", "optim.lr=0.003", *teach), tmp_path / f"s{consistent}"
+        student = fit(cfg, data=student_data, run_dir=run, export_onnx=False, evaluate_test=False)
+        assert student.metrics["val_acc"] > 0.5, consistent
+        meta = json.loads((student.artifact_dir / "meta.json").read_text())
+        assert meta["config"]["data"]["teacher"] == str(teacher.artifact_dir)
+        assert meta["config"]["data"]["teacher_consistent"] is consistent
+
+
+def test_a_consistent_teacher_answers_the_batch_the_student_sees(session_csv, trained_artifact, tmp_path):
+    import torch
+
+    from fer.config import ConfigError
+    from fer.data import LABELS, load_dataset
+    from fer.device import Batcher
+    from fer.distill import ConsistentTeacher
+    from fer.inference import Predictor
+
+    faces = load_dataset(session_csv, cache_dir=tmp_path / "c")["train"].x[:40]
+    mean, std = 0.47, 0.23  # the student's normalisation, which the teacher must undo
+    teacher = ConsistentTeacher(trained_artifact, list(LABELS), 48, 0.5, 1.0, mean, std)
+    batch = Batcher(mean, std, torch.device("cpu"), channels_last=True)(faces)
+    served = Predictor(trained_artifact, threads=1)
+    np.testing.assert_allclose(teacher.probs(batch), served.predict_proba(faces), atol=1e-5)
+    # An augmented batch is taught as itself: the mirrored batch gets the mirrored faces' answers.
+    mirrored = served.predict_proba(np.ascontiguousarray(faces[:, :, ::-1]))
+    np.testing.assert_allclose(teacher.probs(torch.flip(batch, dims=[3])), mirrored, atol=1e-5)
+    label = torch.nn.functional.one_hot(torch.zeros(40, dtype=torch.long), 7).float()
+    mixed = teacher.mix(batch, label).numpy()
+    np.testing.assert_allclose(mixed, 0.5 * label.numpy() + 0.5 * teacher.probs(batch), atol=1e-6)
+    with pytest.raises(ConfigError, match="40 px"):  # a crop-40 student cannot be taught by a 48 px teacher
+        ConsistentTeacher(trained_artifact, list(LABELS), 40, 0.5, 1.0, mean, std)
 
 
 def test_a_teacher_with_other_labels_is_refused(session_csv, trained_artifact, tmp_path):
