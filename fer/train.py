@@ -229,7 +229,10 @@ def fit(
             epoch_bar.set_postfix(
                 loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_acc']:.3f}", best=f"{best_acc:.3f}"
             )
-            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            # Four significant digits, not four decimals: a OneCycle epoch starts at peak/25 (8e-06
+            # for a 2e-4 peak), which four decimals print as 0.0.
+            shown = {k: v if isinstance(v, int) else float(f"{v:.4g}") for k, v in metrics.items()}
+            log.info("epoch %d: %s", epoch + 1, shown)
             stop = any(cb(epoch + 1, metrics) for cb in (callbacks or []))
             if cfg.early_stopping and epoch - best_epoch >= cfg.early_stopping:
                 log.info("early stopping: no val_acc gain for %d epochs", cfg.early_stopping)

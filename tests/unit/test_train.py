@@ -46,6 +46,18 @@ def test_fit_writes_run_folder_and_learns(session_csv, tmp_path):
     assert "confusion_matrix" in events and "artifact" in events
 
 
+def test_the_epoch_log_keeps_a_small_learning_rate_readable(session_csv, tmp_path, caplog):
+    # Rates under 5e-05 (a OneCycle run starts at peak / 25) printed as 0.0 when the log rounded to
+    # four decimals; it shows four significant digits of what the history records.
+    caplog.set_level("INFO", logger="fer.train")
+    run = tmp_path / "run"
+    fit(_cfg("epochs=1", "optim.lr=2e-5"), data_path=str(session_csv), run_dir=run, tracker=LocalTracker(run),
+        export_onnx=False)  # fmt: skip
+    lr = json.loads((run / "artifact/meta.json").read_text())["history"][0]["lr"]
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1: "))
+    assert 0 < lr < 5e-5 and f"'lr': {float(f'{lr:.4g}')}," in line and "'epoch': 1," in line, line
+
+
 def test_same_seed_same_result(session_csv, tmp_path):
     a = fit(_cfg("epochs=1"), data_path=str(session_csv), run_dir=tmp_path / "a", export_onnx=False)
     b = fit(_cfg("epochs=1"), data_path=str(session_csv), run_dir=tmp_path / "b", export_onnx=False)
