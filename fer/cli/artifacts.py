@@ -15,6 +15,11 @@ from fer.cli.common import DataOpt, ModelOpt, RegistryOpt, fail, open_registry_f
 from fer.cli.common import settings as run_settings
 
 
+def _split_metrics(meta) -> dict[str, float]:
+    """The val/test metrics a command prints after measuring an artifact, rounded for reading."""
+    return {k: round(v, 4) for k, v in meta.metrics.items() if k.startswith(("val_", "test_"))}
+
+
 def export(
     artifact: Annotated[Path, typer.Argument(help="artifact folder with weights.pt and meta.json")],
     out: Annotated[Path, typer.Option(help="output folder for a slim serving artifact")],
@@ -37,7 +42,7 @@ def export(
             meta = measure_artifact(out, load_dataset(data, cache_dir=run_settings().cache), "training_time_bf16")
     except (ArtifactError, DataError, FileNotFoundError) as e:
         fail(str(e))
-    shown = {k: round(v, 4) for k, v in meta.metrics.items() if k.startswith(("val_", "test_"))}
+    shown = _split_metrics(meta)
     typer.echo(f"exported {out / 'model.onnx'}: {shown}")
 
 
@@ -141,7 +146,7 @@ def ensemble(
         fuse([mv.path for mv in mvs], out, refs=[mv.ref for mv in mvs])
         if data:
             meta = measure_artifact(out, load_dataset(data, cache_dir=run_settings().cache), "members")
-            shown = {k: round(v, 4) for k, v in meta.metrics.items() if k.startswith(("val_", "test_"))}
+            shown = _split_metrics(meta)
             typer.echo(f"measured: {shown}")
     except (RegistryError, DataError, ArtifactError, FileNotFoundError) as e:
         fail(str(e))
