@@ -184,6 +184,8 @@ def fit(
     )
 
     interrupted, status, t0 = False, "completed", time.time()
+    # A resumed run's training time includes the epochs it restored, as their own records give it.
+    earlier_s = sum(h["epoch_time_s"] for h in history)
     finished = False  # the schedule ran out or early stopping ended it: nothing left to resume
     epoch_bar = tqdm(
         range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs, dynamic_ncols=True
@@ -253,7 +255,7 @@ def fit(
 
     model.load_state_dict(best_state)
     final = {k: v for k, v in history[best_epoch].items() if k.startswith("val_")}
-    final |= {"best_epoch": best_epoch + 1, "epochs_run": len(history), "train_time_s": time.time() - t0}
+    final |= {"best_epoch": best_epoch + 1, "epochs_run": len(history), "train_time_s": earlier_s + time.time() - t0}
     if evaluate_test and "test" in data.splits:
         test_m, _ = evaluate_epoch(model, data["test"], eval_batcher, cfg, bf16, prefix="test")
         final |= test_m

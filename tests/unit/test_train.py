@@ -78,6 +78,10 @@ def test_resume_continues_to_the_same_end(session_csv, tmp_path):
     resumed = fit(_cfg("epochs=99"), data_path=str(session_csv), resume=tmp_path / "r", export_onnx=False)
     assert resumed.metrics["epochs_run"] == 3  # the run's own config wins over the new one
     assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], abs=1e-4)
+    # Its training time counts the epoch run before the stop as well as the two after it.
+    history = json.loads((resumed.artifact_dir / "meta.json").read_text())["history"]
+    assert len(history) == 3
+    assert resumed.metrics["train_time_s"] >= sum(h["epoch_time_s"] for h in history)
 
 
 def test_early_stopping(session_csv, tmp_path):
