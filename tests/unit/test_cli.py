@@ -76,8 +76,8 @@ def test_export_fp16(trained_artifact, tmp_path):
     r = run("export", str(trained_artifact), "--out", str(tmp_path / "slim"))
     assert r.exit_code == 0, r.output
     assert {p.name for p in (tmp_path / "slim").iterdir()} == {"model.onnx", "meta.json"}
-    shown = json.loads((tmp_path / "slim" / "meta.json").read_text())["metrics"]
-    assert f"'val_acc': {round(shown['val_acc'], 4)}" in r.output  # the split metrics, rounded to read
+    metrics = json.loads((tmp_path / "slim" / "meta.json").read_text())["metrics"]
+    assert f"'val_acc': {round(metrics['val_acc'], 4)}" in r.output  # the split metrics, rounded to read
 
 
 def test_registry_promote_rollback_and_gate(trained_artifact, tmp_path):
