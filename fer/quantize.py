@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.artifact import CARD_FILE, META_FILE, ONNX_FILE, read_meta, write_meta
+from fer.artifact import CARD_FILE, META_FILE, ONNX_FILE, WEIGHTS_FILE, read_meta, write_meta
 
 
 def plain_fp32(src: Path, dst: Path) -> Path:
@@ -109,8 +109,12 @@ def quantize_artifact(src_dir: Path, dst_dir: Path, calibration_images: np.ndarr
         "parent": parent,
     }
     write_meta(dst_dir, meta)
-    for extra in src_dir.iterdir():  # anything else the artifact carries (not registry bookkeeping)
-        if extra.name not in {ONNX_FILE, META_FILE, CARD_FILE} and extra.is_file():
+    # Anything else the artifact carries, except registry bookkeeping and the parent's torch
+    # weights: those describe the fp32 network, not this model.onnx (`fer export` would rebuild an
+    # fp32 model from them under an int8 meta), and they would add ~45 MB to every registered
+    # int8 version. Fine-tuning an int8 version goes back to its fp32 parent (`resolve_init`).
+    for extra in src_dir.iterdir():
+        if extra.name not in {ONNX_FILE, META_FILE, CARD_FILE, WEIGHTS_FILE} and extra.is_file():
             shutil.copy2(extra, dst_dir / extra.name)
     return dst_dir
 

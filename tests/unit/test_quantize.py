@@ -28,6 +28,8 @@ def test_quantized_artifact_matches_its_parent(trained_artifact, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["quantization"]["parent"] == "test@1" and meta["quantization"]["calibration_images"] == 200
     assert meta["labels"] == fp32.labels and meta["normalize"] == fp32.meta.normalize.model_dump()
+    # The parent's torch weights describe the fp32 network, not this graph: they stay behind.
+    assert (trained_artifact / "weights.pt").is_file() and not (out / "weights.pt").exists()
 
 
 def test_quantize_command_measures_and_the_result_registers(trained_artifact, session_csv, tmp_path):
