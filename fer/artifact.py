@@ -8,9 +8,10 @@ and, for a training run's artifact, `weights.pt`. Every reader and writer goes t
 Schema versions: 1 is the unversioned meta of the first shipped models (no `schema_version` key);
 2 adds `schema_version`; 3 adds the test-time `policy` (crops, flips, temperature, fused members),
 which changes what the model answers, so a fer that predates it must refuse the artifact rather
-than serve it without; 4 adds the policy's `zooms`, for the same reason. All read; `write_meta`
-writes 4 only for a policy with zooms (and leaves the key out otherwise), so every other
-artifact stays readable by a fer that knows 3.
+than serve it without; 4 adds the policy's `zooms`, for the same reason; 5 adds its
+`early_exit`. All read; `write_meta` writes the oldest schema that holds what the policy uses
+(5 with an early exit, 4 with zooms, else 3, leaving the unused keys out), so every other
+artifact stays readable by an older fer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fer.files import atomic_write
 
@@ -28,7 +29,7 @@ WEIGHTS_FILE = "weights.pt"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "card.json"  # the registry's record of a version (not part of the artifact itself)
 REQUIRED_FILES = (META_FILE, ONNX_FILE)  # what serving needs
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class ArtifactError(ValueError):
@@ -43,6 +44,24 @@ class Normalize(BaseModel):
     mean: float
     std: float = Field(gt=0)
     scale: float = 1 / 255
+
+
+class EarlyExit(BaseModel):
+    """Answer from the policy's first `views` views alone when they are sure enough.
+
+    Those views run first, calibrated by their own `temperature`; a face whose top probability
+    reaches `threshold` is answered there, and only the others get the remaining views (and the
+    policy's temperature, fitted on all of them). Sure faces rarely change their answer when more
+    views are averaged in, so most of the cost of the extra views is saved for little accuracy
+    (docs/model-quality.md, fifteenth set). `fer calibrate --exit-views N --exit-threshold P` fits
+    both temperatures on PublicTest.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    views: int = Field(ge=1)
+    threshold: float = Field(gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
 
 
 class Policy(BaseModel):
@@ -67,6 +86,7 @@ class Policy(BaseModel):
     # References of the networks fused into model.onnx (`fer ensemble`), which averages their
     # probabilities inside the graph; informational, the graph already does the averaging.
     members: list[str] = []
+    early_exit: EarlyExit | None = None  # answer sure faces from the first views alone
 
     @field_validator("zooms")
     @classmethod
@@ -74,6 +94,14 @@ class Policy(BaseModel):
         if any(not 0.5 <= z <= 2.0 or z == 1.0 for z in zooms):
             raise ValueError("each zoom must be in [0.5, 2] and not 1 (the window itself is always a view)")
         return zooms
+
+    @model_validator(mode="after")
+    def _exit_before_the_last_view(self) -> Policy:
+        if self.early_exit and self.early_exit.views >= self.views:
+            raise ValueError(
+                f"early_exit.views ({self.early_exit.views}) must be fewer than the policy's {self.views} views"
+            )
+        return self
 
     @property
     def views(self) -> int:
@@ -114,10 +142,12 @@ class ArtifactMeta(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         raw = self.model_dump(mode="json", exclude_none=True)
+        if self.policy.early_exit:
+            return raw | {"schema_version": 5}
         if not self.policy.zooms:  # nothing a schema-3 reader would miss: write what it reads
             del raw["policy"]["zooms"]
             return raw | {"schema_version": 3}
-        return raw | {"schema_version": SCHEMA_VERSION}
+        return raw | {"schema_version": 4}
 
 
 def read_meta(artifact_dir: Path | str) -> ArtifactMeta:

@@ -12,7 +12,7 @@ from typing import Any
 
 from fer.artifact import CARD_FILE, META_FILE, Policy, read_meta, write_meta
 from fer.evaluate import classification_metrics, measure_artifact
-from fer.policy import combine, fit_temperature, nll
+from fer.policy import answer, combine, fit_temperature, nll
 
 
 def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | None = None) -> dict[str, Any]:
@@ -32,12 +32,16 @@ def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | N
     policy = (policy or meta.policy).model_copy(update={"temperature": 1.0})
     logits = Predictor(src, threads=0).view_logits(val.x, policy)
     t = fit_temperature(logits, val.y)
-    before, after = combine(logits, 1.0), combine(logits, t)
+    policy = policy.model_copy(update={"temperature": t})
+    if policy.early_exit:  # the first views answer alone for sure faces: they get their own fit
+        first = fit_temperature(logits[: policy.early_exit.views], val.y)
+        policy = policy.model_copy(update={"early_exit": policy.early_exit.model_copy(update={"temperature": first})})
+    before, after = combine(logits, 1.0), answer(logits, policy)
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file() and f.name not in {META_FILE, CARD_FILE}:
             shutil.copy2(f, dst / f.name)
-    meta.policy = policy.model_copy(update={"temperature": t})
+    meta.policy = policy
     meta.calibration = {"method": "temperature scaling (NLL)", "split": "val", "n": len(val), "parent": parent}
     write_meta(dst, meta)
     measure_artifact(dst, ds, f"parent_{parent}")
@@ -48,4 +52,9 @@ def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | N
         "val_ece_after": classification_metrics(val.y, after, labels)["ece"],
         "val_nll_before": nll(before, val.y),
         "val_nll_after": nll(after, val.y),
+        "exit_temperature": ee.temperature if (ee := policy.early_exit) else None,
+        # the share of PublicTest faces answered from the first views alone
+        "val_exit_share": float((combine(logits[: ee.views], ee.temperature).max(-1) >= ee.threshold).mean())
+        if ee
+        else None,
     }

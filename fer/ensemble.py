@@ -123,6 +123,12 @@ def fuse(members: list[Path], out: Path, refs: list[str] | None = None, name: st
         raise ArtifactError("an ensemble needs at least two members")
     metas = [read_meta(m) for m in members]
     first = metas[0]
+    for m, meta in zip(members, metas, strict=True):
+        if meta.policy.early_exit:  # a graph runs every member on every face: it cannot stop early
+            raise ArtifactError(
+                f"{m} exits early (policy.early_exit): fuse the version it was calibrated from, "
+                "then give the fused model an early exit with `fer calibrate --exit-views`"
+            )
     for m, meta in zip(members[1:], metas[1:], strict=True):
         for key in ("labels", "input_size"):
             if getattr(meta, key) != getattr(first, key):

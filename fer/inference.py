@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from fer.artifact import ONNX_FILE, ArtifactMeta, Policy, read_meta
-from fer.policy import combine, view_logits
+from fer.policy import probabilities, view_logits
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class Predictor:
 
         `policy` overrides it (evaluation of alternatives); serving always uses the artifact's.
         """
-        policy = policy or self.policy
-        return combine(self.view_logits(faces, policy, batch_size), policy.temperature).astype(np.float32)
+        faces, policy = self._check(faces), policy or self.policy
+        out = [probabilities(self.logits, faces[i : i + batch_size], policy) for i in range(0, len(faces), batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict(self, faces: np.ndarray) -> list[Prediction]:
         return self.predictions(self.predict_proba(faces))

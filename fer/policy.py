@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fer.artifact import Policy
+from fer.artifact import EarlyExit, Policy
 
 
 def windows(side: int, policy: Policy) -> tuple[int, list[tuple[int, int]]]:
@@ -76,6 +76,44 @@ def view_logits(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, p
     v = views(faces, policy)
     n, s = v.shape[1], v.shape[-1]
     return logits(v.reshape(-1, s, s)).reshape(len(v), n, -1)
+
+
+def probabilities(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, policy: Policy) -> np.ndarray:
+    """(N, C) probabilities as the policy answers: its views averaged, or with `early_exit` in two steps.
+
+    With an early exit, the first `views` views run for every face; faces whose calibrated top
+    probability reaches the threshold keep that answer, and only the rest run the remaining views
+    and are answered from all of them. Each face's answer depends on that face alone, so a batch
+    answers as its faces would one by one.
+    """
+    v = views(faces, policy)
+    s = v.shape[-1]
+    run = lambda w: logits(w.reshape(-1, s, s)).reshape(len(w), w.shape[1], -1)  # noqa: E731
+    ee = policy.early_exit
+    if ee is None:
+        return combine(run(v), policy.temperature)
+    first = run(v[: ee.views])
+    probs, rest = _exit_early(first, ee)
+    if len(rest):
+        more = run(np.ascontiguousarray(v[ee.views :, rest]))
+        probs[rest] = combine(np.concatenate([first[:, rest], more]), policy.temperature)
+    return probs
+
+
+def answer(view_logits: np.ndarray, policy: Policy) -> np.ndarray:
+    """`probabilities` from the (V, N, C) logits of all the policy's views, already computed."""
+    ee = policy.early_exit
+    if ee is None:
+        return combine(view_logits, policy.temperature)
+    probs, rest = _exit_early(view_logits[: ee.views], ee)
+    probs[rest] = combine(view_logits[:, rest], policy.temperature)
+    return probs
+
+
+def _exit_early(first: np.ndarray, ee: EarlyExit) -> tuple[np.ndarray, np.ndarray]:
+    """The first views' probabilities, and the indices of the faces not sure enough to stop there."""
+    probs = combine(first, ee.temperature)
+    return probs, np.flatnonzero(probs.max(-1) < ee.threshold)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:

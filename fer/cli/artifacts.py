@@ -88,13 +88,21 @@ def calibrate(
         list[float] | None,
         typer.Option(help="also a view of each window zoomed by this factor (repeat: --zoom 1.0833 --zoom 0.9167)"),
     ] = None,
+    exit_views: Annotated[
+        int | None,
+        typer.Option(help="answer sure faces from this many first views alone (0 = no early exit)"),
+    ] = None,
+    exit_threshold: Annotated[
+        float | None, typer.Option(help="with --exit-views: the top probability that counts as sure")
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Fit temperature scaling on PublicTest and write a calibrated artifact (same network file).
 
-    Set the rest of the test-time policy here too (--flip, --crop, --crops, --zoom); the temperature is
-    fitted for that policy, and val/test metrics are re-measured through it. Register the result
-    with `fer registry register OUT`; promotion goes through the gate as for any version.
+    Set the rest of the test-time policy here too (--flip, --crop, --crops, --zoom, --exit-views);
+    the temperature is fitted for that policy (and the first views' own, for an early exit), and
+    val/test metrics are re-measured through it. Register the result with `fer registry register
+    OUT`; promotion goes through the gate as for any version.
     """
     from pydantic import ValidationError
 
@@ -108,17 +116,30 @@ def calibrate(
         mv = open_registry_for(registry).resolve(model or settings.model)
         base = read_meta(mv.path).policy
         update = {k: v for k, v in {"flip": flip, "crop": crop, "crops": crops, "zooms": zoom}.items() if v is not None}
+        if exit_views == 0:
+            update["early_exit"] = None
+        elif exit_views is not None or exit_threshold is not None:
+            old = base.early_exit.model_dump() if base.early_exit else {}
+            update["early_exit"] = old | {
+                k: v for k, v in {"views": exit_views, "threshold": exit_threshold}.items() if v is not None
+            }
         policy = base.model_validate(base.model_dump() | update)
         ds = load_dataset(data or settings.data, cache_dir=settings.cache)
         r = calibrate_artifact(mv.path, out, ds, mv.ref, policy)
     except ValidationError as e:
-        fail(f"invalid policy: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+        err = e.errors()[0]
+        fail(f"invalid policy: {'.'.join(map(str, err['loc'])) or 'policy'}: {err['msg']}")
     except (RegistryError, DataError, ArtifactError, FileNotFoundError, KeyError) as e:
         fail(str(e))
     typer.echo(
         f"temperature {r['temperature']:.3f}: PublicTest ECE {r['val_ece_before']:.4f} -> {r['val_ece_after']:.4f}, "
         f"NLL {r['val_nll_before']:.4f} -> {r['val_nll_after']:.4f}"
     )
+    if r["exit_temperature"] is not None:
+        typer.echo(
+            f"early exit: first views' temperature {r['exit_temperature']:.3f}, "
+            f"{r['val_exit_share']:.1%} of PublicTest answered by them alone"
+        )
     typer.echo(f"calibrated artifact: {out}")
 
 

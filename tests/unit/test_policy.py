@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import require_module
 
-from fer.artifact import ArtifactError, Normalize, Policy, read_meta, write_meta
+from fer.artifact import ArtifactError, EarlyExit, Normalize, Policy, read_meta, write_meta
 from fer.evaluate import classification_metrics
 from fer.policy import combine, fit_temperature, nll, softmax, views, zoom_matrix
 
@@ -223,3 +223,75 @@ def test_calibrate_command_sets_zooms_and_refuses_a_bad_one(whole, session_csv, 
     assert policy.zooms == [1.1, 0.9] and policy.flip and policy.views == 6 and policy.temperature != 1.0
     r = CliRunner().invoke(app, [*args, "--zoom", "3", "--out", str(tmp_path / "bad")])
     assert r.exit_code != 0 and "zoom" in r.output and not (tmp_path / "bad").exists()
+
+
+def test_early_exit_answers_sure_faces_from_the_first_views_and_runs_the_rest_only_for_the_others(whole, tmp_path):
+    from fer.inference import Predictor
+    from fer.policy import answer, probabilities, view_logits
+
+    p = Predictor(whole)
+    x = np.random.default_rng(4).integers(0, 255, (40, 48, 48), dtype=np.uint8)
+    full = Policy(zooms=[1.1], flip=True, temperature=1.3)
+    first = combine(view_logits(p.logits, x, Policy())[:1], 0.8)  # the face itself, at its own temperature
+    threshold = float(np.median(first.max(1)))  # half the faces sure, half not
+    policy = full.model_copy(update={"early_exit": EarlyExit(views=1, threshold=threshold, temperature=0.8)})
+    sure = first.max(1) >= threshold
+    assert 0 < sure.sum() < len(x)
+    expected = np.where(sure[:, None], first, p.predict_proba(x, policy=full))
+    assert np.abs(p.predict_proba(x, policy=policy) - expected).max() <= 1e-6
+    # Each face is answered on its own: in any batch as one by one (serving sends one face at a time).
+    one_by_one = np.concatenate([p.predict_proba(x[i : i + 1], policy=policy) for i in range(len(x))])
+    assert np.abs(one_by_one - expected).max() <= 1e-6
+    assert np.abs(p.predict_proba(x, policy=policy, batch_size=7) - expected).max() <= 1e-6
+    # From precomputed logits of every view (calibration, evaluation of alternatives): the same answers.
+    assert np.abs(answer(view_logits(p.logits, x, full), policy) - expected).max() <= 1e-6
+    # The saving: the sure faces never reach the network a second time.
+    seen = []
+    probabilities(lambda v: seen.append(len(v)) or p.logits(v), x, policy)
+    assert seen == [len(x), (len(x) - sure.sum()) * (full.views - 1)]
+    # A threshold no face reaches is the full policy; one every face reaches is the first view alone.
+    never = policy.model_copy(update={"early_exit": EarlyExit(views=1, threshold=1.0, temperature=0.8)})
+    assert np.abs(p.predict_proba(x, policy=never) - p.predict_proba(x, policy=full)).max() <= 1e-6
+
+
+def test_early_exit_round_trips_as_schema_5_and_must_leave_views_to_add(whole, tmp_path):
+    meta = read_meta(whole)
+    meta.policy = Policy(flip=True, temperature=1.1, early_exit=EarlyExit(views=1, threshold=0.8, temperature=0.9))
+    write_meta(tmp_path, meta)
+    raw = json.loads((tmp_path / "meta.json").read_text())
+    # An older fer must refuse it (it would run every view and answer differently), not serve it.
+    assert raw["schema_version"] == 5 and raw["policy"]["early_exit"]["threshold"] == 0.8
+    assert read_meta(tmp_path).policy == meta.policy
+    with pytest.raises(ValueError, match="fewer than the policy's 2 views"):
+        Policy(flip=True, early_exit=EarlyExit(views=2, threshold=0.8))
+    with pytest.raises(ValueError, match="threshold"):
+        EarlyExit(views=1, threshold=1.5)
+
+
+def test_calibrate_fits_both_temperatures_of_an_early_exit_and_fusing_refuses_it(whole, session_csv, tmp_path):
+    from typer.testing import CliRunner
+
+    from fer.cli import app
+    from fer.data import load_dataset
+    from fer.ensemble import fuse
+    from fer.evaluate import evaluate_split
+    from fer.inference import Predictor
+    from fer.registry import open_registry
+
+    open_registry(tmp_path / "reg").register("tiny", whole)
+    args = ["calibrate", "--model", "tiny@1", "--registry", str(tmp_path / "reg"), "--data", str(session_csv)]
+    exit_at = ["--exit-views", "1", "--exit-threshold", "0.5"]
+    r = CliRunner().invoke(app, [*args, "--flip", *exit_at, "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert "early exit" in r.output and "answered by them alone" in r.output
+    ds = load_dataset(session_csv)
+    meta = read_meta(tmp_path / "e")
+    logits = Predictor(whole).view_logits(ds["val"].x, Policy(flip=True))
+    assert meta.policy.temperature == pytest.approx(fit_temperature(logits, ds["val"].y), rel=1e-3)
+    assert meta.policy.early_exit.temperature == pytest.approx(fit_temperature(logits[:1], ds["val"].y), rel=1e-3)
+    assert meta.metrics["test_acc"] == pytest.approx(evaluate_split(Predictor(tmp_path / "e"), ds["test"])["accuracy"])
+    # No threshold given and none to keep: a clear refusal, nothing written.
+    r = CliRunner().invoke(app, [*args, "--flip", "--exit-views", "1", "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "early_exit.threshold" in r.output and not (tmp_path / "bad").exists()
+    with pytest.raises(ArtifactError, match="exits early"):
+        fuse([tmp_path / "e", whole], tmp_path / "fused")
