@@ -43,6 +43,9 @@ def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | N
             shutil.copy2(f, dst / f.name)
     meta.policy = policy
     meta.calibration = {"method": "temperature scaling (NLL)", "split": "val", "n": len(val), "parent": parent}
+    if ee := policy.early_exit:  # what the early exit saves depends on it: kept for the benchmarks
+        sure = combine(logits[: ee.views], ee.temperature).max(-1) >= ee.threshold
+        meta.calibration["exit_share"] = float(sure.mean())
     write_meta(dst, meta)
     measure_artifact(dst, ds, f"parent_{parent}")
     labels = list(meta.labels)
@@ -52,9 +55,6 @@ def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | N
         "val_ece_after": classification_metrics(val.y, after, labels)["ece"],
         "val_nll_before": nll(before, val.y),
         "val_nll_after": nll(after, val.y),
-        "exit_temperature": ee.temperature if (ee := policy.early_exit) else None,
-        # the share of PublicTest faces answered from the first views alone
-        "val_exit_share": float((combine(logits[: ee.views], ee.temperature).max(-1) >= ee.threshold).mean())
-        if ee
-        else None,
+        "exit_temperature": ee.temperature if ee else None,
+        "val_exit_share": meta.calibration.get("exit_share"),  # PublicTest answered by the first views alone
     }

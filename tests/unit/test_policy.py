@@ -289,6 +289,8 @@ def test_calibrate_fits_both_temperatures_of_an_early_exit_and_fusing_refuses_it
     logits = Predictor(whole).view_logits(ds["val"].x, Policy(flip=True))
     assert meta.policy.temperature == pytest.approx(fit_temperature(logits, ds["val"].y), rel=1e-3)
     assert meta.policy.early_exit.temperature == pytest.approx(fit_temperature(logits[:1], ds["val"].y), rel=1e-3)
+    sure = combine(logits[:1], meta.policy.early_exit.temperature).max(1) >= 0.5  # kept for the benchmarks
+    assert meta.calibration["exit_share"] == pytest.approx(sure.mean())
     assert meta.metrics["test_acc"] == pytest.approx(evaluate_split(Predictor(tmp_path / "e"), ds["test"])["accuracy"])
     # No threshold given and none to keep: a clear refusal, nothing written.
     r = CliRunner().invoke(app, [*args, "--flip", "--exit-views", "1", "--out", str(tmp_path / "bad")])
