@@ -30,9 +30,9 @@ from _common import PHOTO, REPO, ms, rss_mib, running_app
 ADMIN_TOKEN = "load-test-only-admin-token-0123"
 
 
-async def run_load(url: str, requests: int, concurrency: int, during=None, progress=None) -> dict:
-    """Send `requests` POST /predict at `concurrency`; `during(i)` runs as request i is sent."""
-    data = PHOTO.read_bytes()
+async def run_load(url: str, requests: int, concurrency: int, during=None, progress=None, photo=PHOTO) -> dict:
+    """Send `requests` POST /predict of `photo` at `concurrency`; `during(i)` runs as request i is sent."""
+    data = Path(photo).read_bytes()
     statuses: Counter = Counter()
     versions: Counter = Counter()
     latencies: list[float] = []

@@ -6,7 +6,10 @@ worktree, serves each in turn with one worker, sends the same one-face photo at 
 concurrency, and alternates the two `--repeats` times. The app of each side is imported from its
 own folder (python puts the script's folder first), with its own shipped registry.
 
-    python benchmarks/throughput_vs.py --baseline 02ccb75 [--requests 2000] [--concurrency 16]
+    python benchmarks/throughput_vs.py --baseline 02ccb75 [--requests 2000] [--concurrency 16] [--photo P]
+
+A model whose cost depends on the face (an early exit) needs a photo of each kind: the default
+astronaut's face is a sure one; `--photo fer/assets/examples/grace_hopper.jpg` is an unsure one.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=8798)
+    ap.add_argument("--photo", type=Path, default=PHOTO, help="the one-face photo to send")
     args = ap.parse_args()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(f"{os.cpu_count()} CPUs, photo {PHOTO.name}, concurrency {args.concurrency}, {args.requests} requests")
+    print(f"{os.cpu_count()} CPUs, photo {args.photo.name}, concurrency {args.concurrency}, {args.requests} requests")
     with tempfile.TemporaryDirectory() as tmp:
         base_dir = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_dir), args.baseline], cwd=REPO, check=True,
@@ -44,8 +48,8 @@ def main() -> None:
                 for label, cwd in sides.items():
                     with running_app(args.port, cwd=cwd, FER_WORKERS="1"):
                         url = f"http://127.0.0.1:{args.port}"
-                        asyncio.run(run_load(url, 100, args.concurrency))  # warm-up
-                        r = asyncio.run(run_load(url, args.requests, args.concurrency))
+                        asyncio.run(run_load(url, 100, args.concurrency, photo=args.photo))  # warm-up
+                        r = asyncio.run(run_load(url, args.requests, args.concurrency, photo=args.photo))
                     rps[label].append(r["rps"])
                     print(f"run {rep + 1} {label}: {r['rps']:.1f} req/s, p50 {r['p50']:.1f} ms, "
                           f"p99 {r['p99']:.1f} ms, errors {r['errors']}", flush=True)  # fmt: skip
