@@ -12,7 +12,7 @@ from typing import Any
 
 from fer.artifact import CARD_FILE, META_FILE, Policy, read_meta, write_meta
 from fer.evaluate import classification_metrics, measure_artifact
-from fer.policy import answer, combine, fit_temperature, nll
+from fer.policy import answer, combine, exit_early, fit_temperature, nll
 
 
 def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | None = None) -> dict[str, Any]:
@@ -44,8 +44,7 @@ def calibrate_artifact(src: Path, dst: Path, ds, parent: str, policy: Policy | N
     meta.policy = policy
     meta.calibration = {"method": "temperature scaling (NLL)", "split": "val", "n": len(val), "parent": parent}
     if ee := policy.early_exit:  # what the early exit saves depends on it: kept for the benchmarks
-        sure = combine(logits[: ee.views], ee.temperature).max(-1) >= ee.threshold
-        meta.calibration["exit_share"] = float(sure.mean())
+        meta.calibration["exit_share"] = 1 - len(exit_early(logits[: ee.views], ee)[1]) / len(val)
     write_meta(dst, meta)
     measure_artifact(dst, ds, f"parent_{parent}")
     labels = list(meta.labels)

@@ -73,9 +73,13 @@ def combine(view_logits: np.ndarray, temperature: float) -> np.ndarray:
 
 def view_logits(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, policy: Policy) -> np.ndarray:
     """(V, N, C) logits of every view, from one network call over all views (one batch)."""
-    v = views(faces, policy)
-    n, s = v.shape[1], v.shape[-1]
-    return logits(v.reshape(-1, s, s)).reshape(len(v), n, -1)
+    return _run(logits, views(faces, policy))
+
+
+def _run(logits: Callable[[np.ndarray], np.ndarray], v: np.ndarray) -> np.ndarray:
+    """(V, N, s, s) views -> (V, N, C) logits, in one network call over all of them."""
+    s = v.shape[-1]
+    return logits(v.reshape(-1, s, s)).reshape(len(v), v.shape[1], -1)
 
 
 def probabilities(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray, policy: Policy) -> np.ndarray:
@@ -87,15 +91,13 @@ def probabilities(logits: Callable[[np.ndarray], np.ndarray], faces: np.ndarray,
     answers as its faces would one by one.
     """
     v = views(faces, policy)
-    s = v.shape[-1]
-    run = lambda w: logits(w.reshape(-1, s, s)).reshape(len(w), w.shape[1], -1)  # noqa: E731
     ee = policy.early_exit
     if ee is None:
-        return combine(run(v), policy.temperature)
-    first = run(v[: ee.views])
-    probs, rest = _exit_early(first, ee)
+        return combine(_run(logits, v), policy.temperature)
+    first = _run(logits, v[: ee.views])
+    probs, rest = exit_early(first, ee)
     if len(rest):
-        more = run(np.ascontiguousarray(v[ee.views :, rest]))
+        more = _run(logits, np.ascontiguousarray(v[ee.views :, rest]))
         probs[rest] = combine(np.concatenate([first[:, rest], more]), policy.temperature)
     return probs
 
@@ -105,12 +107,12 @@ def answer(view_logits: np.ndarray, policy: Policy) -> np.ndarray:
     ee = policy.early_exit
     if ee is None:
         return combine(view_logits, policy.temperature)
-    probs, rest = _exit_early(view_logits[: ee.views], ee)
+    probs, rest = exit_early(view_logits[: ee.views], ee)
     probs[rest] = combine(view_logits[:, rest], policy.temperature)
     return probs
 
 
-def _exit_early(first: np.ndarray, ee: EarlyExit) -> tuple[np.ndarray, np.ndarray]:
+def exit_early(first: np.ndarray, ee: EarlyExit) -> tuple[np.ndarray, np.ndarray]:
     """The first views' probabilities, and the indices of the faces not sure enough to stop there."""
     probs = combine(first, ee.temperature)
     return probs, np.flatnonzero(probs.max(-1) < ee.threshold)
