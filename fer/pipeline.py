@@ -1,5 +1,6 @@
-"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> [quantize] -> [fuse] -> evaluate ->
-model tests -> register -> promote (train and quantize once per member when fine-tuning an ensemble).
+"""The training pipeline (`fer pipeline`): data -> [tune] -> train -> [quantize] -> [fuse | policy] ->
+evaluate -> model tests -> register -> promote (train and quantize once per member when fine-tuning
+an ensemble; `policy` when fine-tuning one network that serves under more than one plain pass).
 
 Each step has explicit inputs and outputs and is cached by the hash of its inputs (its own
 settings and the hashes of what it consumes), so a re-run after a change re-executes only the
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from fer.artifact import read_meta
+from fer.artifact import Policy, read_meta
 from fer.config import ConfigError, StrictModel
 from fer.pipeline_steps import STEPS
 
@@ -161,6 +162,13 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, settings, run_step: StepRu
         steps["fuse"] = step("fuse", data_npz=d["data_npz"], checksum=d["checksum"], members=members,
                              policy=start_policy.model_dump(mode="json"), served=member_policies)  # fmt: skip
         candidate = steps["fuse"]["artifact"]
+    elif start_policy is not None and start_policy != Policy(crop=start_policy.crop):
+        # A single network served on several views, with a temperature or an early exit: training
+        # leaves its successor on one plain pass, which the gate would then measure against a
+        # holder answering from all its views. Run it as its predecessor runs, refitted.
+        steps["policy"] = step("policy", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
+                               policy=start_policy.model_dump(mode="json"))  # fmt: skip
+        candidate = steps["policy"]["artifact"]
     e = step("evaluate", data_npz=d["data_npz"], checksum=d["checksum"], artifact=candidate,
              baseline=holder and str(holder.path), baseline_ref=holder and holder.ref,
              baseline_sha=holder and _file_hash(str(holder.path)))  # fmt: skip

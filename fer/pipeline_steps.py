@@ -137,6 +137,20 @@ def fuse_step(inputs: dict, out: Path) -> dict:
             "members": [str(m) for m in members]}  # fmt: skip
 
 
+def policy_step(inputs: dict, out: Path) -> dict:
+    """One fine-tuned network under its predecessor's test-time policy (views, early exit), each
+    temperature fitted again on PublicTest (fer.calibrate), so the gate compares like with like.
+    """
+    from fer.artifact import Policy
+    from fer.calibrate import calibrate_artifact
+
+    policy = Policy.model_validate(inputs["policy"])
+    ds = _dataset(inputs["data_npz"], inputs["checksum"])
+    r = calibrate_artifact(Path(inputs["artifact"]), out / "artifact", ds, parent="fine-tuned network", policy=policy)
+    return {"artifact": str(out / "artifact"), "temperature": r["temperature"], "val_ece": r["val_ece_after"],
+            "exit_temperature": r["exit_temperature"], "val_exit_share": r["val_exit_share"]}  # fmt: skip
+
+
 def evaluate_step(inputs: dict, out: Path) -> dict:
     """The candidate and the model it would replace, measured here on the same data.
 
@@ -169,6 +183,7 @@ STEPS: dict[str, Callable[[dict, Path], dict]] = {
     "train": train_step,
     "quantize": quantize_step,
     "fuse": fuse_step,
+    "policy": policy_step,
     "evaluate": evaluate_step,
     "model_tests": model_tests_step,
 }

@@ -163,6 +163,7 @@ def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_ho
     summary = run_pipeline(cfg, root, Settings.model_construct())
     steps = summary["steps"]
     assert steps["data"]["feedback_holdout"] == 4 and steps["data"]["feedback_merged"] == 16
+    assert "policy" not in steps  # a plain pass is what training leaves: nothing to carry over
     meta = read_meta(steps["train"]["artifact"])
     assert meta.fine_tuned_from["artifact"] == str(reg.resolve("ft@1").path.resolve())
     cand, held = steps["evaluate"]["candidate"], steps["evaluate"]["baseline"]
@@ -220,6 +221,46 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     # At a learning rate of ~0 the members are their starts, so the temperature fitted again on the
     # same PublicTest is the ensemble's, and the fused candidate answers as production does.
     assert steps["fuse"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
+    assert steps["evaluate"]["candidate"]["val_acc"] == steps["evaluate"]["baseline"]["val_acc"]
+
+
+def test_fine_tuning_one_network_served_on_views_with_an_early_exit_keeps_that_policy(session_csv, tmp_path):
+    # Production as version 25 ran: one network on several views, calibrated, here with an early
+    # exit too. Its successor is measured under the same views and exit, temperatures refitted;
+    # without the policy step it was one plain pass, measured against the holder's views.
+    from fer.artifact import EarlyExit, Policy, read_meta
+    from fer.calibrate import calibrate_artifact
+    from fer.config import Settings, load_train_config
+    from fer.data import load_dataset
+    from fer.pipeline import load_pipeline_config, run_pipeline
+    from fer.registry import open_registry
+    from fer.train import fit
+
+    base = ["batch_size=32", "eval_batch_size=64", "precision=fp32", "model.arch=tiny"]
+    m = fit(load_train_config(None, ["epochs=4", "optim.lr=0.01", "seed=3", *base]), data_path=str(session_csv),
+            run_dir=tmp_path / "m")  # fmt: skip
+    reg = open_registry(tmp_path / "reg")
+    reg.register("one", m.artifact_dir)
+    ds = load_dataset(session_csv, cache_dir=tmp_path / "cache")
+    served = Policy(flip=True, zooms=[1.0833], early_exit=EarlyExit(views=1, threshold=0.6))
+    held = calibrate_artifact(reg.resolve("one@1").path, tmp_path / "views", ds, "one@1", served)
+    reg.register("one", tmp_path / "views")
+    reg.promote("one", 2, force=True, reason="test setup: the model to fine-tune")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
+                                                         "scheduler": "none"}}))  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "one", "data": str(session_csv), "init": "production",
+                                                     "train_config": "train.yaml", "train": base, "promote": False,
+                                                     "registry": str(tmp_path / "reg"), "model_tests_limit": 30,
+                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
+    steps = run_pipeline(cfg, root, Settings.model_construct())["steps"]
+    assert "fuse" not in steps and read_meta(steps["train"]["artifact"]).policy == Policy()
+    cand = read_meta(steps["policy"]["artifact"]).policy
+    assert (cand.flip, cand.zooms, cand.early_exit.views, cand.early_exit.threshold) == (True, [1.0833], 1, 0.6)
+    # At a learning rate of ~0 the network is its start: both temperatures refit to the holder's,
+    # and the candidate answers PublicTest as production does.
+    assert steps["policy"]["temperature"] == pytest.approx(held["temperature"], rel=1e-3)
+    assert steps["policy"]["exit_temperature"] == pytest.approx(held["exit_temperature"], rel=1e-3)
     assert steps["evaluate"]["candidate"]["val_acc"] == steps["evaluate"]["baseline"]["val_acc"]
 
 
