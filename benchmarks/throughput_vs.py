@@ -10,6 +10,8 @@ own folder (python puts the script's folder first), with its own shipped registr
 
 A model whose cost depends on the face (an early exit) needs a photo of each kind: the default
 astronaut's face is a sure one; `--photo fer/assets/examples/grace_hopper.jpg` is an unsure one.
+Repeat `--photo` to alternate them request by request (`--photo fer/assets/examples/astronaut.jpg
+--photo fer/assets/examples/grace_hopper.jpg`): the mix is measured rather than estimated.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=8798)
-    ap.add_argument("--photo", type=Path, default=PHOTO, help="the one-face photo to send")
+    ap.add_argument("--photo", type=Path, action="append", help="a one-face photo to send (repeat to alternate)")
     args = ap.parse_args()
+    args.photo = args.photo or [PHOTO]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(f"{os.cpu_count()} CPUs, photo {args.photo.name}, concurrency {args.concurrency}, {args.requests} requests")
+    photos = ", ".join(p.name for p in args.photo)
+    print(f"{os.cpu_count()} CPUs, photos {photos}, concurrency {args.concurrency}, {args.requests} requests")
     with tempfile.TemporaryDirectory() as tmp:
         base_dir = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_dir), args.baseline], cwd=REPO, check=True,
