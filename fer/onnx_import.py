@@ -182,9 +182,18 @@ def resolve_init(ref: str, registry) -> Path:
     """
     path = artifact_path(ref, registry)
     parent = (read_meta(path).quantization or {}).get("parent")
-    if parent:
-        log.info("%s is int8; fine-tuning its fp32 parent %s", ref, parent)
+    if not parent:
+        return path
+    log.info("%s is int8; fine-tuning its fp32 parent %s", ref, parent)
+    # The pipeline's quantize step records its fp32 run folder; `fer quantize --model` a reference.
+    if Path(parent).is_dir():
+        path = Path(parent)
+    elif "/" in parent:
+        raise ArtifactError(f"{ref}: its fp32 parent {parent} is gone (a run folder, never registered)")
+    else:
         path = registry.resolve(parent).path
+    if read_meta(path).quantization:
+        raise ArtifactError(f"{ref}: its recorded fp32 parent {parent} is an int8 graph too; no network to fine-tune")
     return path
 
 

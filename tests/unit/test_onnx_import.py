@@ -56,6 +56,25 @@ def test_production_resolves_to_the_fp32_parent_of_each_member_and_int8_itself_i
             network_from_onnx(prod.path)
 
 
+def test_an_int8_parent_may_be_a_folder_and_a_missing_or_int8_parent_is_said_clearly(tmp_path):
+    # `fer pipeline`'s quantize step records the fp32 run folder as the parent, not a reference;
+    # fine-tuning such a version used to stop with "invalid name" from the registry.
+    reg = open_registry(SHIPPED)
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    shutil.copytree(reg.resolve("fer-resnet18@22").path, fp32)
+    shutil.copytree(reg.resolve("fer-resnet18@23").path, int8)
+    meta = read_meta(int8)
+    meta.quantization = meta.quantization | {"parent": str(fp32)}
+    write_meta(int8, meta)
+    assert resolve_init(str(int8), reg) == fp32
+    shutil.rmtree(fp32)
+    with pytest.raises(ArtifactError, match="is gone"):
+        resolve_init(str(int8), reg)
+    # Version 38 records itself as its parent (a scratch registry's number): said as such.
+    with pytest.raises(ArtifactError, match="is an int8 graph too"):
+        resolve_init("fer-resnet18@38", reg)
+
+
 def test_a_trained_artifact_round_trips_and_a_wrong_architecture_is_refused(trained_artifact, tmp_path):
     net, _ = network_from_onnx(trained_artifact)
     x = np.random.default_rng(2).normal(size=(3, 1, 48, 48)).astype(np.float32)
