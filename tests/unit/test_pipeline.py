@@ -140,10 +140,27 @@ def _feedback_folder(root, n=20, seed=5, shift=0):
     return root
 
 
+def _fine_tune_production(tmp_path, session_csv, name, version, base, **settings):
+    """Promote `name@version` in tmp_path/reg, then fine-tune production with the pipeline at a
+    learning rate of ~0, so the candidate is its start and answers as the holder does."""
+    from fer.config import Settings
+    from fer.pipeline import load_pipeline_config, run_pipeline
+    from fer.registry import open_registry
+
+    open_registry(tmp_path / "reg").promote(name, version, force=True, reason="test setup: the model to fine-tune")
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
+                                                         "scheduler": "none"}}))  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": name, "data": str(session_csv), "init": "production",
+                                                     "train_config": "train.yaml", "train": base, "promote": False,
+                                                     "registry": str(tmp_path / "reg"), "model_tests_limit": 30,
+                                                     "output_dir": str(tmp_path / "out")} | settings))  # fmt: skip
+    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
+    return run_pipeline(cfg, root, Settings.model_construct())
+
+
 def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_holdout(session_csv, tmp_path):
     from fer.artifact import read_meta
-    from fer.config import Settings, load_train_config
-    from fer.pipeline import load_pipeline_config, run_pipeline
+    from fer.config import load_train_config
     from fer.registry import open_registry
     from fer.train import fit
 
@@ -151,17 +168,8 @@ def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_ho
     holder = fit(load_train_config(None, ["epochs=3", *base]), data_path=str(session_csv), run_dir=tmp_path / "p")
     reg = open_registry(tmp_path / "reg")
     reg.register("ft", holder.artifact_dir)
-    reg.promote("ft", 1, force=True, reason="test setup: the model to fine-tune")
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
-                                                         "scheduler": "none"}}))  # fmt: skip
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "ft", "data": str(session_csv), "init": "production",
-                                                     "feedback": str(_feedback_folder(tmp_path / "fb")),
-                                                     "train_config": "train.yaml", "train": base, "promote": False,
-                                                     "registry": str(tmp_path / "reg"),
-                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
-    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
-    summary = run_pipeline(cfg, root, Settings.model_construct())
-    steps = summary["steps"]
+    fb = str(_feedback_folder(tmp_path / "fb"))
+    steps = _fine_tune_production(tmp_path, session_csv, "ft", 1, base, feedback=fb)["steps"]
     assert steps["data"]["feedback_holdout"] == 4 and steps["data"]["feedback_merged"] == 16
     assert "policy" not in steps  # a plain pass is what training leaves: nothing to carry over
     meta = read_meta(steps["train"]["artifact"])
@@ -175,10 +183,9 @@ def test_fine_tuning_production_measures_candidate_and_holder_on_the_feedback_ho
 def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_its_policy(session_csv, tmp_path):
     from fer.artifact import Policy, read_meta
     from fer.calibrate import calibrate_artifact
-    from fer.config import Settings, load_train_config
+    from fer.config import load_train_config
     from fer.data import load_dataset
     from fer.ensemble import fuse
-    from fer.pipeline import load_pipeline_config, run_pipeline
     from fer.registry import open_registry
     from fer.train import fit
 
@@ -198,15 +205,7 @@ def test_fine_tuning_an_ensemble_fine_tunes_every_member_and_fuses_them_under_it
     fused = fuse([reg.resolve(f"ens@{v}").path for v in (1, 3)], tmp_path / "fused", refs=["ens@1", "ens@3"])
     held = calibrate_artifact(fused, tmp_path / "cal", ds, "fused", Policy(flip=True, members=["ens@1", "ens@3"]))
     reg.register("ens", tmp_path / "cal")
-    reg.promote("ens", 4, force=True, reason="test setup: the ensemble to fine-tune")
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
-                                                         "scheduler": "none"}}))  # fmt: skip
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "ens", "data": str(session_csv), "init": "production",
-                                                     "train_config": "train.yaml", "train": base, "promote": False,
-                                                     "registry": str(tmp_path / "reg"), "model_tests_limit": 30,
-                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
-    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
-    summary = run_pipeline(cfg, root, Settings.model_construct())
+    summary = _fine_tune_production(tmp_path, session_csv, "ens", 4, base)
     steps = summary["steps"]
     for name, start in (("train", "ens@1"), ("train_2", "ens@3")):  # each member from its own network
         assert read_meta(steps[name]["artifact"]).fine_tuned_from["artifact"] == str(reg.resolve(start).path.resolve())
@@ -230,9 +229,8 @@ def test_fine_tuning_one_network_served_on_views_with_an_early_exit_keeps_that_p
     # without the policy step it was one plain pass, measured against the holder's views.
     from fer.artifact import EarlyExit, Policy, read_meta
     from fer.calibrate import calibrate_artifact
-    from fer.config import Settings, load_train_config
+    from fer.config import load_train_config
     from fer.data import load_dataset
-    from fer.pipeline import load_pipeline_config, run_pipeline
     from fer.registry import open_registry
     from fer.train import fit
 
@@ -245,15 +243,7 @@ def test_fine_tuning_one_network_served_on_views_with_an_early_exit_keeps_that_p
     served = Policy(flip=True, zooms=[1.0833], early_exit=EarlyExit(views=1, threshold=0.6))
     held = calibrate_artifact(reg.resolve("one@1").path, tmp_path / "views", ds, "one@1", served)
     reg.register("one", tmp_path / "views")
-    reg.promote("one", 2, force=True, reason="test setup: the model to fine-tune")
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"epochs": 1, "optim": {"lr": 1e-9, "weight_decay": 0,
-                                                         "scheduler": "none"}}))  # fmt: skip
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "one", "data": str(session_csv), "init": "production",
-                                                     "train_config": "train.yaml", "train": base, "promote": False,
-                                                     "registry": str(tmp_path / "reg"), "model_tests_limit": 30,
-                                                     "output_dir": str(tmp_path / "out")}))  # fmt: skip
-    cfg, root = load_pipeline_config(tmp_path / "p.yaml")
-    steps = run_pipeline(cfg, root, Settings.model_construct())["steps"]
+    steps = _fine_tune_production(tmp_path, session_csv, "one", 2, base)["steps"]
     assert "fuse" not in steps and read_meta(steps["train"]["artifact"]).policy == Policy()
     cand = read_meta(steps["policy"]["artifact"]).policy
     assert (cand.flip, cand.zooms, cand.early_exit.views, cand.early_exit.threshold) == (True, [1.0833], 1, 0.6)
