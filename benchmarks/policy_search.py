@@ -87,12 +87,14 @@ def search(logits: dict[str, np.ndarray], y: np.ndarray, members: int, max_passe
                 name = " + ".join(f"{r} {vs}" for r, vs in zip(refs, sets, strict=True))
                 rows.append({"combination": name, "passes": passes, "val_acc": acc, "early_exit": None})
                 if len(set(sets)) == 1 and len(VIEW_SETS[sets[0]]) > 1:
-                    rows.append(_early_exit(refs, sets[0], cache, y, acc, name) | {"full_passes": passes})
+                    exit_row = _early_exit(refs, sets[0], cache, y, acc, name)
+                    if exit_row:  # else no threshold keeps the accuracy: the row above is the answer
+                        rows.append(exit_row | {"full_passes": passes})
     return sorted(rows, key=lambda r: (-r["val_acc"], r["passes"]))
 
 
-def _early_exit(refs, vs, cache, y, full_acc, name) -> dict:
-    """The same shared-view fusion with an exit after the face, at the rule's threshold."""
+def _early_exit(refs, vs, cache, y, full_acc, name) -> dict | None:
+    """The same shared-view fusion with an exit after the face, at the rule's threshold (or None)."""
     from fer.policy import fit_temperature, softmax
 
     fused = np.log(np.mean([softmax(cache[(r, vs)][0]) for r in refs], 0) + 1e-12)  # (V, N, C)
@@ -108,7 +110,7 @@ def _early_exit(refs, vs, cache, y, full_acc, name) -> dict:
             passes = len(refs) * (1 + (n_views - 1) * (1 - sure.mean()))
             exit_ = {"views": 1, "threshold": float(th), "exit_share": round(float(sure.mean()), 3)}
             return {"combination": name, "passes": round(float(passes), 2), "val_acc": acc, "early_exit": exit_}
-    return {"combination": name, "passes": len(refs) * n_views, "val_acc": full_acc, "early_exit": None}
+    return None
 
 
 def main() -> None:
