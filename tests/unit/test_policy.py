@@ -297,3 +297,43 @@ def test_calibrate_fits_both_temperatures_of_an_early_exit_and_fusing_refuses_it
     assert r.exit_code != 0 and "early_exit.threshold" in r.output and not (tmp_path / "bad").exists()
     with pytest.raises(ArtifactError, match="exits early"):
         fuse([tmp_path / "e", whole], tmp_path / "fused")
+
+
+def test_the_policy_search_scores_each_combination_as_the_policy_answers_it():
+    # benchmarks/policy_search.py chooses production's candidates from cached logits; its numbers
+    # must be what fer.policy answers for that view set, temperature and early exit.
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from policy_search import THRESHOLDS, VIEW_SETS, search
+
+    from fer.policy import answer
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 600)
+    signal = np.eye(7)[y] * 2.0  # informative but noisy logits, six views each
+    nets = {n: signal[None] + rng.normal(0, s, (6, 600, 7)) for n, s in (("a", 1.5), ("b", 2.0))}
+    rows = search(nets, y, members=2, max_passes=12)
+    row = {(r["combination"], bool(r["early_exit"])): r for r in rows}
+
+    four = nets["a"][VIEW_SETS["four"]]
+    t = fit_temperature(four, y)
+    full = float((combine(four, t).argmax(1) == y).mean())
+    assert row[("a four", False)]["val_acc"] == pytest.approx(full) and row[("a four", False)]["passes"] == 4
+    # The early exit: the cheapest threshold on the grid that keeps the four views' accuracy, and
+    # its answers are those of fer.policy with that exit (first view's temperature fitted alone).
+    ex = row[("a four", True)]
+    th = ex["early_exit"]["threshold"]
+    assert th > THRESHOLDS[0]  # so the cheaper threshold below is on the grid too
+    first = EarlyExit(views=1, threshold=th, temperature=fit_temperature(four[:1], y))
+    acc = (answer(four, Policy(flip=True, zooms=[1.0833], temperature=t, early_exit=first)).argmax(1) == y).mean()
+    assert ex["val_acc"] == pytest.approx(acc, abs=1e-9) and ex["val_acc"] >= full
+    cheaper = EarlyExit(views=1, threshold=round(th - 0.05, 2), temperature=first.temperature)
+    low = answer(four, Policy(flip=True, zooms=[1.0833], temperature=t, early_exit=cheaper))
+    assert (low.argmax(1) == y).mean() < full
+    assert 1 < ex["passes"] < 4
+    # Rows come best first, and no combination is over its budget.
+    assert [r["val_acc"] for r in rows] == sorted((r["val_acc"] for r in rows), reverse=True)
+    assert all(r["passes"] <= 12 for r in rows) and ("a six + b six", False) in row
