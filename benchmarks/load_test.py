@@ -50,9 +50,9 @@ async def run_load(url: str, requests: int, concurrency: int, during=None, progr
                 i, next_i = next_i, next_i + 1
                 if during:
                     await during(i, client)
+                data = photos[i % len(photos)]
                 t = time.perf_counter()
                 try:
-                    data = photos[i % len(photos)]
                     r = await client.post("/predict", files={"file": ("a.jpg", data, "image/jpeg")})
                     statuses[r.status_code] += 1
                     if r.status_code == 200:

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Indices into the six views as `fer.policy.views` orders them for SIX: windows, each followed by
-# its zooms (x1.0833, x0.9167), then the mirrors of all of those.
+# Each view set as the policy that runs it, and its indices into the six views as `fer.policy.views`
+# orders them: windows, each followed by its zooms (x1.0833, x0.9167), then the mirrors of all those.
+VIEW_POLICIES = {"face": {}, "mirror": {"flip": True}, "four": {"flip": True, "zooms": [1.0833]},
+                 "six": {"flip": True, "zooms": [1.0833, 0.9167]}}  # fmt: skip
 VIEW_SETS = {"face": [0], "mirror": [0, 3], "four": [0, 1, 3, 4], "six": [0, 1, 2, 3, 4, 5]}
 THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
@@ -44,7 +46,7 @@ def six_view_logits(refs: list[str], registry: str | None, x: np.ndarray, cache:
     from fer.onnx_import import artifact_path
     from fer.registry import open_registry
 
-    six = Policy(flip=True, zooms=[1.0833, 0.9167])
+    six = Policy(**VIEW_POLICIES["six"])
     reg, out = open_registry(registry), {}
     for ref in refs:
         path = Path(ref) if Path(ref).is_dir() else artifact_path(ref, reg)
@@ -66,10 +68,9 @@ def six_view_logits(refs: list[str], registry: str | None, x: np.ndarray, cache:
 def search(logits: dict[str, np.ndarray], y: np.ndarray, members: int, max_passes: float) -> list[dict]:
     from fer.policy import combine, fit_temperature, softmax
 
-    def tempered(ref: str, vs: str) -> tuple[np.ndarray, float]:
+    def tempered(ref: str, vs: str) -> np.ndarray:
         views = logits[ref][VIEW_SETS[vs]]
-        t = fit_temperature(views, y)
-        return views / t, t
+        return views / fit_temperature(views, y)
 
     cache = {(r, vs): tempered(r, vs) for r in logits for vs in VIEW_SETS}
     rows = []
@@ -81,9 +82,9 @@ def search(logits: dict[str, np.ndarray], y: np.ndarray, members: int, max_passe
                     continue
                 # Per view, the members' tempered softmaxes averaged (what a fused graph outputs);
                 # the views then averaged and calibrated once more, as the policy runs them.
-                probs = np.mean([softmax(cache[(r, vs)][0]).mean(0) for r, vs in zip(refs, sets, strict=True)], 0)
-                t = fit_temperature(np.log(probs + 1e-12)[None], y)
-                acc = float((combine(np.log(probs + 1e-12)[None], t).argmax(1) == y).mean())
+                probs = np.mean([softmax(cache[(r, vs)]).mean(0) for r, vs in zip(refs, sets, strict=True)], 0)
+                fused = np.log(probs + 1e-12)[None]
+                acc = float((combine(fused, fit_temperature(fused, y)).argmax(1) == y).mean())
                 name = " + ".join(f"{r} {vs}" for r, vs in zip(refs, sets, strict=True))
                 rows.append({"combination": name, "passes": passes, "val_acc": acc, "early_exit": None})
                 if len(set(sets)) == 1 and len(VIEW_SETS[sets[0]]) > 1:
@@ -94,22 +95,24 @@ def search(logits: dict[str, np.ndarray], y: np.ndarray, members: int, max_passe
 
 
 def _early_exit(refs, vs, cache, y, full_acc, name) -> dict | None:
-    """The same shared-view fusion with an exit after the face, at the rule's threshold (or None)."""
-    from fer.policy import fit_temperature, softmax
+    """The same shared-view fusion with an exit after the face, at the rule's threshold (or None).
 
-    fused = np.log(np.mean([softmax(cache[(r, vs)][0]) for r in refs], 0) + 1e-12)  # (V, N, C)
-    t_all = fit_temperature(fused, y)
+    Answered by `fer.policy.answer`, the serving code path, under that view set's policy.
+    """
+    from fer.artifact import EarlyExit, Policy
+    from fer.policy import answer, exit_early, fit_temperature, softmax
+
+    fused = np.log(np.mean([softmax(cache[(r, vs)]) for r in refs], 0) + 1e-12)  # (V, N, C)
+    policy = Policy(**VIEW_POLICIES[vs], temperature=fit_temperature(fused, y))
     t_first = fit_temperature(fused[:1], y)
-    first, every = softmax(fused[0] / t_first), softmax(fused / t_all).mean(0)
-    n_views = len(VIEW_SETS[vs])
     for th in THRESHOLDS:  # ascending: the cheapest first
-        sure = first.max(1) >= th
-        answer = np.where(sure[:, None], first, every).argmax(1)
-        acc = float((answer == y).mean())
+        ee = EarlyExit(views=1, threshold=float(th), temperature=t_first)
+        acc = float((answer(fused, policy.model_copy(update={"early_exit": ee})).argmax(1) == y).mean())
         if acc >= full_acc:
-            passes = len(refs) * (1 + (n_views - 1) * (1 - sure.mean()))
-            exit_ = {"views": 1, "threshold": float(th), "exit_share": round(float(sure.mean()), 3)}
-            return {"combination": name, "passes": round(float(passes), 2), "val_acc": acc, "early_exit": exit_}
+            share = 1 - len(exit_early(fused[:1], ee)[1]) / len(y)
+            passes = len(refs) * (1 + (policy.views - 1) * (1 - share))
+            exit_ = {"views": 1, "threshold": float(th), "exit_share": round(share, 3)}
+            return {"combination": name, "passes": round(passes, 2), "val_acc": acc, "early_exit": exit_}
     return None
 
 
